@@ -1,0 +1,11 @@
+//! Numerical kernels. They know nothing of GPT-2: slices, explicit dims, the
+//! shapes in each doc line, `*_forward` beside `*_backward`, and a `*_naive`
+//! oracle used by the tests.
+
+pub mod attention;
+pub mod embed;
+pub mod gelu;
+pub mod layernorm;
+pub mod matmul;
+pub mod simd;
+pub mod softmax;

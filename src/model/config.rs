@@ -1,0 +1,285 @@
+//! Model hyper-parameters, mirroring HuggingFace's `config.json` for GPT-2.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// GPT-2 hyper-parameters. Field names follow HuggingFace's `GPT2Config`, so a
+/// hub `config.json` deserializes directly (unknown keys are ignored).
+///
+/// ```
+/// let c = gpt2::Config::gpt2_124m();
+/// assert_eq!((c.n_layer, c.n_head, c.n_embd), (12, 12, 768));
+/// assert!(c.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Vocabulary size (50257 for the published models).
+    #[serde(default = "default_vocab")]
+    pub vocab_size: usize,
+    /// Maximum sequence length (context), a.k.a. block size.
+    #[serde(default = "default_positions")]
+    pub n_positions: usize,
+    /// Width of the residual stream.
+    #[serde(default = "default_embd")]
+    pub n_embd: usize,
+    /// Number of transformer blocks.
+    #[serde(default = "default_layer")]
+    pub n_layer: usize,
+    /// Number of attention heads.
+    #[serde(default = "default_head")]
+    pub n_head: usize,
+    /// Hidden width of the MLP; `None` means `4 * n_embd`.
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    /// Layernorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f32,
+    /// MLP activation; only the tanh GELU forms (`gelu_new`, `gelu_pytorch_tanh`) are supported.
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+    /// Dropout on the residual branches (training only).
+    #[serde(default)]
+    pub resid_pdrop: f32,
+    /// Dropout on the embeddings (training only).
+    #[serde(default)]
+    pub embd_pdrop: f32,
+    /// Dropout on attention probabilities (training only).
+    #[serde(default)]
+    pub attn_pdrop: f32,
+    /// Scale attention scores by 1/sqrt(head_dim) (always true for GPT-2).
+    #[serde(default = "default_true")]
+    pub scale_attn_weights: bool,
+    /// Additional 1/(layer+1) scaling of attention scores (false for GPT-2).
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+    /// Id of the beginning-of-sequence token.
+    #[serde(default = "default_eot")]
+    pub bos_token_id: u32,
+    /// Id of the end-of-sequence token (`<|endoftext|>`).
+    #[serde(default = "default_eot")]
+    pub eos_token_id: u32,
+}
+
+fn default_vocab() -> usize {
+    50257
+}
+fn default_positions() -> usize {
+    1024
+}
+fn default_embd() -> usize {
+    768
+}
+fn default_layer() -> usize {
+    12
+}
+fn default_head() -> usize {
+    12
+}
+fn default_eps() -> f32 {
+    1e-5
+}
+fn default_act() -> String {
+    "gelu_new".to_string()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_eot() -> u32 {
+    50256
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::gpt2_124m()
+    }
+}
+
+impl Config {
+    /// A GPT-2 config with the given shape and the published defaults elsewhere.
+    pub fn new(n_layer: usize, n_head: usize, n_embd: usize, n_positions: usize, vocab_size: usize) -> Self {
+        Config {
+            vocab_size,
+            n_positions,
+            n_embd,
+            n_layer,
+            n_head,
+            n_inner: None,
+            layer_norm_epsilon: 1e-5,
+            activation_function: default_act(),
+            resid_pdrop: 0.0,
+            embd_pdrop: 0.0,
+            attn_pdrop: 0.0,
+            scale_attn_weights: true,
+            scale_attn_by_inverse_layer_idx: false,
+            bos_token_id: 50256,
+            eos_token_id: 50256,
+        }
+    }
+
+    /// GPT-2 small (124M parameters).
+    pub fn gpt2_124m() -> Self {
+        Self::new(12, 12, 768, 1024, 50257)
+    }
+    /// GPT-2 medium (355M).
+    pub fn gpt2_355m() -> Self {
+        Self::new(24, 16, 1024, 1024, 50257)
+    }
+    /// GPT-2 large (774M).
+    pub fn gpt2_774m() -> Self {
+        Self::new(36, 20, 1280, 1024, 50257)
+    }
+    /// GPT-2 XL (1558M).
+    pub fn gpt2_1558m() -> Self {
+        Self::new(48, 25, 1600, 1024, 50257)
+    }
+    /// "nano": 3 layers, 3 heads, 48 dims, with the given context and vocabulary
+    /// (the seed exercise uses block size 11 and vocabulary 8).
+    pub fn nano(n_positions: usize, vocab_size: usize) -> Self {
+        Self::new(3, 3, 48, n_positions, vocab_size)
+    }
+
+    /// Looks up a preset by name: `gpt2`/`124m`, `gpt2-medium`/`355m`,
+    /// `gpt2-large`/`774m`, `gpt2-xl`/`1558m`, `nano`.
+    pub fn preset(name: &str) -> Result<Self> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "gpt2" | "124m" | "gpt2-124m" => Self::gpt2_124m(),
+            "gpt2-medium" | "355m" | "gpt2-355m" => Self::gpt2_355m(),
+            "gpt2-large" | "774m" | "gpt2-774m" => Self::gpt2_774m(),
+            "gpt2-xl" | "1558m" | "gpt2-1558m" => Self::gpt2_1558m(),
+            "nano" => Self::nano(1024, 50257),
+            other => {
+                return Err(Error::arg(
+                    "preset",
+                    format!("unknown preset `{other}` (expected gpt2, gpt2-medium, gpt2-large, gpt2-xl or nano)"),
+                ))
+            }
+        })
+    }
+
+    /// MLP hidden width (`n_inner` or `4 * n_embd`).
+    pub fn mlp_hidden(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head.max(1)
+    }
+
+    /// Checks that the hyper-parameters describe a model this crate can run.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 {
+            return bad(format!(
+                "n_layer ({}), n_head ({}) and n_embd ({}) must be positive",
+                self.n_layer, self.n_head, self.n_embd
+            ));
+        }
+        if self.n_embd % self.n_head != 0 {
+            return bad(format!("n_embd ({}) must be divisible by n_head ({})", self.n_embd, self.n_head));
+        }
+        if self.vocab_size == 0 || self.vocab_size > u32::MAX as usize {
+            return bad(format!("vocab_size ({}) must be in 1..=u32::MAX", self.vocab_size));
+        }
+        if self.n_positions == 0 {
+            return bad("n_positions must be positive".into());
+        }
+        if self.mlp_hidden() == 0 {
+            return bad("n_inner must be positive".into());
+        }
+        if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0) {
+            return bad(format!("layer_norm_epsilon ({}) must be finite and > 0", self.layer_norm_epsilon));
+        }
+        if !matches!(self.activation_function.as_str(), "gelu_new" | "gelu_pytorch_tanh") {
+            return bad(format!(
+                "activation_function `{}` is not supported (GPT-2 uses the tanh GELU: gelu_new or gelu_pytorch_tanh)",
+                self.activation_function
+            ));
+        }
+        if !self.scale_attn_weights || self.scale_attn_by_inverse_layer_idx {
+            return bad("only the standard GPT-2 attention scaling (1/sqrt(head_dim)) is supported".into());
+        }
+        for (name, p) in [
+            ("resid_pdrop", self.resid_pdrop),
+            ("embd_pdrop", self.embd_pdrop),
+            ("attn_pdrop", self.attn_pdrop),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return bad(format!("{name} ({p}) must be in [0, 1)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and validates a HuggingFace `config.json`.
+    pub fn from_json_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let cfg: Config = serde_json::from_str(&text).map_err(|e| Error::Json {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Serializes to a `config.json` that transformers' `GPT2LMHeadModel.from_pretrained` reads.
+    pub fn to_hf_json(&self) -> String {
+        let mut v = serde_json::to_value(self).expect("Config serializes");
+        let obj = v.as_object_mut().expect("object");
+        obj.insert("model_type".into(), "gpt2".into());
+        obj.insert("architectures".into(), serde_json::json!(["GPT2LMHeadModel"]));
+        obj.insert("n_ctx".into(), self.n_positions.into());
+        obj.insert("tie_word_embeddings".into(), true.into());
+        obj.insert("initializer_range".into(), 0.02.into());
+        obj.insert("use_cache".into(), true.into());
+        serde_json::to_string_pretty(&v).expect("json")
+    }
+
+    /// Number of parameters (with the LM head tied to `wte`).
+    pub fn num_parameters(&self) -> usize {
+        let (c, h, l) = (self.n_embd, self.mlp_hidden(), self.n_layer);
+        let per_layer = 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + 2 * c + (c * h + h) + (h * c + c);
+        self.vocab_size * c + self.n_positions * c + l * per_layer + 2 * c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_sizes_have_published_parameter_counts() {
+        assert_eq!(Config::gpt2_124m().num_parameters(), 124_439_808);
+        assert_eq!(Config::gpt2_355m().num_parameters(), 354_823_168);
+        assert_eq!(Config::gpt2_774m().num_parameters(), 774_030_080);
+        assert_eq!(Config::gpt2_1558m().num_parameters(), 1_557_611_200);
+    }
+
+    #[test]
+    fn validation_rejects_bad_shapes() {
+        let mut c = Config::nano(11, 8);
+        assert!(c.validate().is_ok());
+        c.n_head = 5;
+        assert!(matches!(c.validate(), Err(Error::InvalidConfig(_))));
+        let mut c = Config::nano(11, 8);
+        c.activation_function = "relu".into();
+        assert!(c.validate().is_err());
+        let mut c = Config::nano(11, 8);
+        c.n_positions = 0;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn parses_hf_json_with_nulls_and_extra_keys() {
+        let j = r#"{"n_layer":2,"n_head":2,"n_embd":8,"n_positions":16,"vocab_size":10,
+                    "n_inner":null,"dtype":"float32","architectures":["GPT2LMHeadModel"]}"#;
+        let c: Config = serde_json::from_str(j).unwrap();
+        assert_eq!(c.mlp_hidden(), 32);
+        c.validate().unwrap();
+        let back: Config = serde_json::from_str(&c.to_hf_json()).unwrap();
+        assert_eq!(back, c);
+    }
+}

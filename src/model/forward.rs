@@ -1,0 +1,306 @@
+//! The inference forward pass: embed → blocks → ln_f → tied LM head.
+
+use ndarray::{Array3, Array4, ArrayView2};
+
+use super::kv_cache::{KvCache, Workspace};
+use super::Gpt2;
+use crate::error::{Error, Result};
+use crate::kernels::attention::{attention_forward, AttnDims, HeadView};
+use crate::kernels::embed::embed_forward;
+use crate::kernels::gelu::gelu_inplace;
+use crate::kernels::layernorm::layernorm_forward;
+use crate::kernels::matmul::{matmul_forward, matmul_forward_bt};
+
+/// Input of one forward call: token ids `[B, T]`, and optionally an attention
+/// mask and explicit position ids.
+#[derive(Debug, Clone)]
+pub struct ForwardInput<'a> {
+    /// Token ids `[B, T]`.
+    pub tokens: ArrayView2<'a, u32>,
+    /// `[B, T]`, `true` for real tokens, `false` for padding. Padded positions are
+    /// never attended to, and position ids are derived from the mask
+    /// (`cumsum(mask) − 1`, continuing from the cache), so a padded batch gives
+    /// each row the same result as running it alone.
+    pub attention_mask: Option<ArrayView2<'a, bool>>,
+    /// Explicit position ids `[B, T]` (override the mask-derived ones).
+    pub position_ids: Option<ArrayView2<'a, u32>>,
+}
+
+impl<'a> ForwardInput<'a> {
+    /// Tokens only: every position is real, positions count from the cache length.
+    pub fn new(tokens: ArrayView2<'a, u32>) -> Self {
+        ForwardInput { tokens, attention_mask: None, position_ids: None }
+    }
+
+    /// Adds an attention mask.
+    pub fn with_mask(mut self, mask: ArrayView2<'a, bool>) -> Self {
+        self.attention_mask = Some(mask);
+        self
+    }
+
+    /// Adds explicit position ids.
+    pub fn with_positions(mut self, positions: ArrayView2<'a, u32>) -> Self {
+        self.position_ids = Some(positions);
+        self
+    }
+}
+
+/// Which logits to compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogitsMode {
+    /// Every position: `[B, T, V]`.
+    #[default]
+    All,
+    /// Only the last position of each row: `[B, 1, V]` (generation).
+    Last,
+    /// No logits (hidden states only).
+    None,
+}
+
+/// What a forward call returns besides the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardOptions {
+    /// Which logits to compute.
+    pub logits: LogitsMode,
+    /// Return the final hidden states (after `ln_f`), `[B, T, C]`.
+    pub final_hidden: bool,
+    /// Return every block's input residual stream plus the final `ln_f` output
+    /// (`n_layer + 1` arrays of `[B, T, C]`, like HF `output_hidden_states`).
+    pub hidden_states: bool,
+    /// Return per-layer attention probabilities `[B, NH, T, Tk]`.
+    pub attentions: bool,
+}
+
+/// Result of [`Gpt2::forward`].
+#[derive(Debug, Clone, Default)]
+pub struct ForwardOutput {
+    /// Logits `[B, T, V]` (or `[B, 1, V]` in [`LogitsMode::Last`]).
+    pub logits: Option<Array3<f32>>,
+    /// Final hidden states after `ln_f`, `[B, T, C]`.
+    pub final_hidden: Option<Array3<f32>>,
+    /// Residual stream entering each block, then the `ln_f` output.
+    pub hidden_states: Vec<Array3<f32>>,
+    /// Per layer attention probabilities `[B, NH, T, Tk]`.
+    pub attentions: Vec<Array4<f32>>,
+}
+
+impl Gpt2 {
+    /// Runs the model. With a `cache`, the new tokens are appended after the
+    /// cached positions (prefill or decode) and their keys/values are stored.
+    pub fn forward(&self, input: &ForwardInput<'_>, cache: Option<&mut KvCache>, opts: &ForwardOptions) -> Result<ForwardOutput> {
+        match cache {
+            Some(cache) => {
+                let mut ws = std::mem::take(&mut cache.ws);
+                let r = self.forward_impl(input, Some(cache), &mut ws, opts);
+                // `cache` was moved into forward_impl; the workspace is restored by it.
+                r.map(|(out, cache)| {
+                    if let Some(c) = cache {
+                        c.ws = ws;
+                    }
+                    out
+                })
+            }
+            None => {
+                let mut ws = Workspace::default();
+                self.forward_impl(input, None, &mut ws, opts).map(|(o, _)| o)
+            }
+        }
+    }
+
+    /// Checks tokens, shapes and lengths; returns (B, T, past).
+    fn validate_input(&self, input: &ForwardInput<'_>, cache: Option<&KvCache>) -> Result<(usize, usize, usize)> {
+        let (b, t) = input.tokens.dim();
+        if b == 0 || t == 0 {
+            return Err(Error::EmptyInput(format!("token batch has shape [{b}, {t}]")));
+        }
+        let cfg = &self.config;
+        for (i, &tok) in input.tokens.iter().enumerate() {
+            if tok as usize >= cfg.vocab_size {
+                return Err(Error::TokenOutOfVocab { token: tok, position: i, vocab_size: cfg.vocab_size });
+            }
+        }
+        if let Some(m) = &input.attention_mask {
+            if m.dim() != (b, t) {
+                return Err(Error::Shape(format!("attention mask is {:?}, tokens are [{b}, {t}]", m.dim())));
+            }
+        }
+        if let Some(p) = &input.position_ids {
+            if p.dim() != (b, t) {
+                return Err(Error::Shape(format!("position ids are {:?}, tokens are [{b}, {t}]", p.dim())));
+            }
+            if let Some(&bad) = p.iter().find(|&&x| x as usize >= cfg.n_positions) {
+                return Err(Error::SequenceTooLong { len: bad as usize + 1, n_positions: cfg.n_positions });
+            }
+        }
+        let past = match cache {
+            Some(c) => {
+                if c.batch() != b {
+                    return Err(Error::Shape(format!("cache holds {} rows, input has {b}", c.batch())));
+                }
+                if c.k.len() != cfg.n_layer || c.dims() != (cfg.n_head, cfg.head_dim()) {
+                    return Err(Error::Shape("cache was created for a different model config".into()));
+                }
+                if c.len() + t > c.capacity() {
+                    return Err(Error::SequenceTooLong { len: c.len() + t, n_positions: c.capacity() });
+                }
+                c.len()
+            }
+            None => 0,
+        };
+        if past + t > cfg.n_positions {
+            return Err(Error::SequenceTooLong { len: past + t, n_positions: cfg.n_positions });
+        }
+        Ok((b, t, past))
+    }
+
+    fn forward_impl<'c>(
+        &self,
+        input: &ForwardInput<'_>,
+        mut cache: Option<&'c mut KvCache>,
+        ws: &mut Workspace,
+        opts: &ForwardOptions,
+    ) -> Result<(ForwardOutput, Option<&'c mut KvCache>)> {
+        let (b, t, past) = self.validate_input(input, cache.as_deref())?;
+        let cfg = &self.config;
+        let (c, h, v, nh) = (cfg.n_embd, cfg.mlp_hidden(), cfg.vocab_size, cfg.n_head);
+        let hd = c / nh;
+        let n = b * t;
+        let tk = past + t;
+        let eps = cfg.layer_norm_epsilon;
+        let p = &self.params;
+        let lay = &self.layout;
+        ws.ensure(n, c, h);
+
+        // --- positions and key mask ---------------------------------------------------
+        ws.pos.clear();
+        ws.mask.clear();
+        let has_mask = input.attention_mask.is_some() || cache.as_ref().is_some_and(|c| c.valid[..].iter().any(|v| !v));
+        for bi in 0..b {
+            let mut next = cache.as_ref().map_or(0, |c| c.next_pos[bi]);
+            if let Some(cc) = cache.as_ref() {
+                ws.mask.extend_from_slice(&cc.valid[bi * cc.capacity()..bi * cc.capacity() + past]);
+            }
+            for ti in 0..t {
+                let real = input.attention_mask.as_ref().is_none_or(|m| m[(bi, ti)]);
+                ws.mask.push(real);
+                let pos = match &input.position_ids {
+                    Some(pids) => pids[(bi, ti)],
+                    None => next.min(cfg.n_positions as u32 - 1),
+                };
+                ws.pos.push(pos);
+                if real {
+                    next += 1;
+                }
+            }
+            if let Some(cc) = cache.as_deref_mut() {
+                cc.next_pos[bi] = next;
+                let cap = cc.capacity();
+                cc.valid[bi * cap + past..bi * cap + past + t].copy_from_slice(&ws.mask[bi * tk + past..bi * tk + tk]);
+            }
+        }
+        let key_mask = if has_mask { Some(&ws.mask[..]) } else { None };
+
+        // --- embeddings -----------------------------------------------------------------
+        let tokens: Vec<u32> = input.tokens.iter().copied().collect();
+        let wte = &p[lay.wte..lay.wte + v * c];
+        let wpe = &p[lay.wpe..lay.wpe + cfg.n_positions * c];
+        embed_forward(&mut ws.x[..n * c], &tokens, &ws.pos, wte, wpe, c);
+
+        let mut out = ForwardOutput::default();
+        let to3 = |buf: &[f32]| Array3::from_shape_vec((b, t, c), buf[..n * c].to_vec()).expect("shape");
+
+        // --- blocks -----------------------------------------------------------------------
+        for (l, o) in lay.blocks.iter().enumerate() {
+            if opts.hidden_states {
+                out.hidden_states.push(to3(&ws.x));
+            }
+            let x = &mut ws.x[..n * c];
+            let ln = &mut ws.ln[..n * c];
+            layernorm_forward(ln, None, None, x, &p[o.ln_1_w..o.ln_1_w + c], &p[o.ln_1_b..o.ln_1_b + c], c, eps);
+            let qkv = &mut ws.qkv[..n * 3 * c];
+            matmul_forward(qkv, ln, &p[o.attn_w..o.attn_w + c * 3 * c], Some(&p[o.attn_b..o.attn_b + 3 * c]), n, c, 3 * c);
+
+            let q = HeadView::from_qkv(qkv, 0, t, c, hd);
+            let dims = AttnDims { b, tq: t, past, nh, hd };
+            let mut probs = if opts.attentions { Some(vec![0f32; b * nh * t * tk]) } else { None };
+            let att = &mut ws.att[..n * c];
+            match cache.as_deref_mut() {
+                Some(cc) => {
+                    let cap = cc.capacity();
+                    let (kc, vc) = (&mut cc.k[l], &mut cc.v[l]);
+                    for bi in 0..b {
+                        for ti in 0..t {
+                            let row = &qkv[(bi * t + ti) * 3 * c..(bi * t + ti + 1) * 3 * c];
+                            for hh in 0..nh {
+                                let dst = ((bi * nh + hh) * cap + past + ti) * hd;
+                                kc[dst..dst + hd].copy_from_slice(&row[c + hh * hd..c + (hh + 1) * hd]);
+                                vc[dst..dst + hd].copy_from_slice(&row[2 * c + hh * hd..2 * c + (hh + 1) * hd]);
+                            }
+                        }
+                    }
+                    let kview = HeadView { data: &cc.k[l], b_stride: nh * cap * hd, h_stride: cap * hd, t_stride: hd };
+                    let vview = HeadView { data: &cc.v[l], ..kview };
+                    attention_forward(att, probs.as_deref_mut(), q, kview, vview, key_mask, dims);
+                }
+                None => {
+                    let k = HeadView::from_qkv(qkv, 1, t, c, hd);
+                    let vv = HeadView::from_qkv(qkv, 2, t, c, hd);
+                    attention_forward(att, probs.as_deref_mut(), q, k, vv, key_mask, dims);
+                }
+            }
+            if let Some(pr) = probs {
+                out.attentions.push(Array4::from_shape_vec((b, nh, t, tk), pr).expect("shape"));
+            }
+            let proj = &mut ws.proj[..n * c];
+            matmul_forward(proj, att, &p[o.attn_proj_w..o.attn_proj_w + c * c], Some(&p[o.attn_proj_b..o.attn_proj_b + c]), n, c, c);
+            add_inplace(x, proj);
+
+            layernorm_forward(ln, None, None, x, &p[o.ln_2_w..o.ln_2_w + c], &p[o.ln_2_b..o.ln_2_b + c], c, eps);
+            let fc = &mut ws.fc[..n * h];
+            matmul_forward(fc, ln, &p[o.fc_w..o.fc_w + c * h], Some(&p[o.fc_b..o.fc_b + h]), n, c, h);
+            gelu_inplace(fc);
+            matmul_forward(proj, fc, &p[o.fc_proj_w..o.fc_proj_w + h * c], Some(&p[o.fc_proj_b..o.fc_proj_b + c]), n, h, c);
+            add_inplace(x, proj);
+        }
+
+        // --- final layernorm and tied LM head -----------------------------------------------
+        let ln = &mut ws.ln[..n * c];
+        layernorm_forward(ln, None, None, &ws.x[..n * c], &p[lay.ln_f_w..lay.ln_f_w + c], &p[lay.ln_f_b..lay.ln_f_b + c], c, eps);
+        if opts.hidden_states {
+            out.hidden_states.push(to3(ln));
+        }
+        if opts.final_hidden {
+            out.final_hidden = Some(to3(ln));
+        }
+        match opts.logits {
+            LogitsMode::All => {
+                let mut logits = vec![0f32; n * v];
+                matmul_forward_bt(&mut logits, ln, wte, n, c, v);
+                out.logits = Some(Array3::from_shape_vec((b, t, v), logits).expect("shape"));
+            }
+            LogitsMode::Last => {
+                let mut last = vec![0f32; b * c];
+                for bi in 0..b {
+                    let r = bi * t + t - 1;
+                    last[bi * c..(bi + 1) * c].copy_from_slice(&ln[r * c..(r + 1) * c]);
+                }
+                let mut logits = vec![0f32; b * v];
+                matmul_forward_bt(&mut logits, &last, wte, b, c, v);
+                out.logits = Some(Array3::from_shape_vec((b, 1, v), logits).expect("shape"));
+            }
+            LogitsMode::None => {}
+        }
+        if let Some(cc) = cache.as_deref_mut() {
+            cc.set_len(past + t);
+        }
+        Ok((out, cache))
+    }
+}
+
+/// `x[n] += y[n]` (residual connection).
+#[inline]
+fn add_inplace(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}

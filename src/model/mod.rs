@@ -1,0 +1,108 @@
+//! The GPT-2 model: parameters, forward pass, loading and saving.
+
+pub mod config;
+mod forward;
+pub mod init;
+pub mod io;
+pub mod kv_cache;
+pub mod params;
+
+use ndarray::{Array2, Array3, ArrayView2, ArrayViewD, IxDyn};
+
+use crate::error::{Error, Result};
+pub use config::Config;
+pub use forward::{ForwardInput, ForwardOptions, ForwardOutput, LogitsMode};
+pub use kv_cache::KvCache;
+pub use params::{ParamInfo, ParamLayout};
+
+/// A GPT-2 language model held in f32: one flat parameter buffer plus its layout.
+///
+/// `Gpt2` is `Send + Sync`; all inference methods take `&self`, so one model
+/// can serve many threads (each with its own [`KvCache`]).
+///
+/// ```
+/// use gpt2::{Config, Gpt2};
+/// let model = Gpt2::new_random(Config::nano(16, 100), 0).unwrap();
+/// let logits = model.logits(&[1, 2, 3]).unwrap();
+/// assert_eq!(logits.dim(), (3, 100));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Gpt2 {
+    config: Config,
+    layout: ParamLayout,
+    params: Vec<f32>,
+}
+
+impl Gpt2 {
+    /// Wraps a flat parameter buffer laid out as [`ParamLayout::new`] describes.
+    pub fn from_params(config: Config, params: Vec<f32>) -> Result<Self> {
+        config.validate()?;
+        let layout = ParamLayout::new(&config);
+        if params.len() != layout.total() {
+            return Err(Error::Shape(format!(
+                "parameter buffer has {} values, the config needs {}",
+                params.len(),
+                layout.total()
+            )));
+        }
+        Ok(Gpt2 { config, layout, params })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The name → (offset, shape) table of the parameter buffer.
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
+    /// All parameters, flat.
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// All parameters, flat and mutable (training, editing).
+    pub fn params_mut(&mut self) -> &mut [f32] {
+        &mut self.params
+    }
+
+    /// One named tensor (HF key, with or without the `transformer.` prefix).
+    pub fn param(&self, name: &str) -> Result<ArrayViewD<'_, f32>> {
+        let info = self.layout.require(name)?;
+        Ok(ArrayViewD::from_shape(IxDyn(&info.shape), &self.params[info.range()]).expect("layout shape"))
+    }
+
+    /// Number of parameters.
+    pub fn num_parameters(&self) -> usize {
+        self.params.len()
+    }
+
+    /// Logits for every position of one sequence: `[T, vocab_size]`.
+    pub fn logits(&self, tokens: &[u32]) -> Result<Array2<f32>> {
+        let t = tokens.len();
+        let view = ArrayView2::from_shape((1, t), tokens).map_err(|e| Error::Shape(e.to_string()))?;
+        let out = self.logits_batch(view)?;
+        let v = self.config.vocab_size;
+        Ok(out.into_shape_with_order((t, v)).expect("one row"))
+    }
+
+    /// Logits for a batch of equal-length sequences `[B, T]` → `[B, T, vocab_size]`.
+    pub fn logits_batch(&self, tokens: ArrayView2<'_, u32>) -> Result<Array3<f32>> {
+        let out = self.forward(&ForwardInput::new(tokens), None, &ForwardOptions::default())?;
+        Ok(out.logits.expect("logits requested"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Gpt2>();
+        assert_send_sync::<KvCache>();
+    }
+}

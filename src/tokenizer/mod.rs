@@ -1,0 +1,114 @@
+//! GPT-2 byte-level BPE tokenizer (tiktoken-rs `r50k_base`, vocabulary embedded — nothing is fetched).
+
+use std::sync::Arc;
+
+use tiktoken_rs::CoreBPE;
+
+use crate::error::{Error, Result};
+
+/// The GPT-2 end-of-text token id.
+pub const EOT: u32 = 50256;
+/// Size of the GPT-2 vocabulary.
+pub const GPT2_VOCAB_SIZE: usize = 50257;
+
+/// GPT-2 byte-level BPE. Cheap to clone (the vocabulary is shared).
+///
+/// ```
+/// let tok = gpt2::Tokenizer::gpt2().unwrap();
+/// let ids = tok.encode("Hello world");
+/// assert_eq!(ids, vec![15496, 995]);
+/// assert_eq!(tok.decode(&ids).unwrap(), "Hello world");
+/// assert_eq!(tok.token_string(995).unwrap(), "Ġworld");
+/// ```
+#[derive(Clone)]
+pub struct Tokenizer {
+    bpe: Arc<CoreBPE>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer").field("vocab", &"r50k_base").finish()
+    }
+}
+
+/// GPT-2's reversible byte → printable character map (`Ġ` is the space byte).
+pub fn byte_to_unicode(b: u8) -> char {
+    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    if printable(b) {
+        return b as char;
+    }
+    // non-printable bytes are mapped, in order, to 256, 257, ...
+    let n = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + n).expect("valid char")
+}
+
+impl Tokenizer {
+    /// The GPT-2 tokenizer (r50k_base).
+    pub fn gpt2() -> Result<Self> {
+        let bpe = tiktoken_rs::r50k_base().map_err(|e| Error::InvalidConfig(format!("tokenizer: {e}")))?;
+        Ok(Tokenizer { bpe: Arc::new(bpe) })
+    }
+
+    /// Number of token ids (50257).
+    pub fn vocab_size(&self) -> usize {
+        GPT2_VOCAB_SIZE
+    }
+
+    /// The `<|endoftext|>` id (50256).
+    pub fn eot(&self) -> u32 {
+        EOT
+    }
+
+    /// Encodes text; special-token text such as `<|endoftext|>` is treated as plain text.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        self.bpe.encode_ordinary(text)
+    }
+
+    /// Encodes text, turning `<|endoftext|>` into the EOT token.
+    pub fn encode_with_special(&self, text: &str) -> Vec<u32> {
+        self.bpe.encode_with_special_tokens(text)
+    }
+
+    /// Raw bytes of a token sequence (may end inside a multi-byte character).
+    pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
+        if let Some((position, &token)) = ids.iter().enumerate().find(|(_, &t)| t as usize >= GPT2_VOCAB_SIZE) {
+            return Err(Error::TokenOutOfVocab { token, position, vocab_size: GPT2_VOCAB_SIZE });
+        }
+        self.bpe.decode_bytes(ids).map_err(|e| Error::TokenOutOfVocab { token: e.token, position: 0, vocab_size: GPT2_VOCAB_SIZE })
+    }
+
+    /// Decodes to a string; bytes that are not valid UTF-8 are an error.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let bytes = self.decode_bytes(ids)?;
+        String::from_utf8(bytes).map_err(|e| Error::InvalidUtf8 { valid_up_to: e.utf8_error().valid_up_to() })
+    }
+
+    /// Decodes to a string, replacing invalid UTF-8 with U+FFFD.
+    pub fn decode_lossy(&self, ids: &[u32]) -> Result<String> {
+        Ok(String::from_utf8_lossy(&self.decode_bytes(ids)?).into_owned())
+    }
+
+    /// The token's vocabulary string in GPT-2's byte-to-unicode form (`Ġ` = space).
+    pub fn token_string(&self, id: u32) -> Result<String> {
+        Ok(self.decode_bytes(&[id])?.into_iter().map(byte_to_unicode).collect())
+    }
+
+    /// Token strings (`Ġ` form) of a sequence.
+    pub fn token_strings(&self, ids: &[u32]) -> Result<Vec<String>> {
+        ids.iter().map(|&i| self.token_string(i)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_map_matches_gpt2() {
+        assert_eq!(byte_to_unicode(b' '), 'Ġ');
+        assert_eq!(byte_to_unicode(b'\n'), 'Ċ');
+        assert_eq!(byte_to_unicode(b'a'), 'a');
+        let all: std::collections::HashSet<char> = (0..=255u8).map(byte_to_unicode).collect();
+        assert_eq!(all.len(), 256);
+    }
+}
