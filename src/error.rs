@@ -147,17 +147,11 @@ impl Error {
         if source.kind() == std::io::ErrorKind::NotFound {
             return Error::NotFound(path.into());
         }
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     /// Builds an [`Error::InvalidArgument`].
     pub(crate) fn arg(name: &'static str, reason: impl Into<String>) -> Self {
-        Error::InvalidArgument {
-            name,
-            reason: reason.into(),
-        }
+        Error::InvalidArgument { name, reason: reason.into() }
     }
 }

@@ -22,6 +22,8 @@ pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use model::io::SaveDtype;
-pub use model::{Config, ForwardInput, ForwardOptions, ForwardOutput, Gpt2, KvCache, LogitsMode, ParamInfo, ParamLayout};
+pub use model::{
+    Config, ForwardInput, ForwardOptions, ForwardOutput, Gpt2, KvCache, LogitsMode, ParamInfo, ParamLayout,
+};
 pub use rng::Rng;
 pub use tokenizer::Tokenizer;

@@ -92,7 +92,11 @@ fn hub_layout_with_mask_buffers_and_full_vocab_matches() {
         for ti in 0..t {
             let row = logits.slice(s![bi, ti, ..]);
             got_lse.push(gpt2::kernels::softmax::logsumexp(row.as_slice().unwrap()));
-            let am = row.iter().enumerate().fold((0, f32::NEG_INFINITY), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc }).0;
+            let am = row
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc })
+                .0;
             assert_eq!(am as u32, argmax[(bi, ti)], "argmax at ({bi},{ti})");
         }
     }

@@ -65,6 +65,14 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper).
+    #[inline(always)]
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Causal attention: `out[B, tq, NH·hd]` from queries `q`, keys `k`, values `v`.
 ///
 /// `key_mask` (`[B, tk]`, `true` = real token) removes padded keys. A query with
@@ -96,7 +104,6 @@ pub fn attention_forward(
     (0..b * nh).into_par_iter().for_each_init(
         || vec![0f32; tk],
         |scores, bh| {
-            let (op, pp) = (op, pp);
             let (bi, h) = (bh / nh, bh % nh);
             let mask = key_mask.map(|m| &m[bi * tk..(bi + 1) * tk]);
             for i in 0..tq {
@@ -113,9 +120,10 @@ pub fn attention_forward(
                     max = max.max(s);
                 }
                 // SAFETY: (bi, i, h) output row and (bi, h, i) probs row belong to this task only.
-                let orow = unsafe { std::slice::from_raw_parts_mut(op.0.add((bi * tq + i) * c + h * hd), hd) };
+                let orow = unsafe { std::slice::from_raw_parts_mut(op.get().add((bi * tq + i) * c + h * hd), hd) };
                 orow.fill(0.0);
-                let prow = pp.map(|p| unsafe { std::slice::from_raw_parts_mut(p.0.add(((bi * nh + h) * tq + i) * tk), tk) });
+                let prow = pp
+                    .map(|p| unsafe { std::slice::from_raw_parts_mut(p.get().add(((bi * nh + h) * tq + i) * tk), tk) });
                 if max == f32::NEG_INFINITY {
                     if let Some(p) = prow {
                         p.fill(0.0);
@@ -128,11 +136,10 @@ pub fn attention_forward(
                     sum += *s;
                 }
                 let inv = 1.0 / sum;
-                for j in 0..n_keys {
-                    let p = scores[j] * inv;
-                    scores[j] = p;
-                    if p != 0.0 {
-                        axpy(orow, p, v.row(bi, h, j, hd));
+                for (j, s) in scores[..n_keys].iter_mut().enumerate() {
+                    *s *= inv;
+                    if *s != 0.0 {
+                        axpy(orow, *s, v.row(bi, h, j, hd));
                     }
                 }
                 if let Some(p) = prow {
@@ -145,7 +152,14 @@ pub fn attention_forward(
 }
 
 /// Naive oracle for [`attention_forward`] (full score matrix, f64, explicit mask).
-pub fn attention_forward_naive(out: &mut [f32], q: HeadView, k: HeadView, v: HeadView, key_mask: Option<&[bool]>, d: AttnDims) {
+pub fn attention_forward_naive(
+    out: &mut [f32],
+    q: HeadView,
+    k: HeadView,
+    v: HeadView,
+    key_mask: Option<&[bool]>,
+    d: AttnDims,
+) {
     let AttnDims { b, tq, past, nh, hd } = d;
     let tk = d.tk();
     let scale = 1.0 / (hd as f64).sqrt();
@@ -156,7 +170,12 @@ pub fn attention_forward_naive(out: &mut [f32], q: HeadView, k: HeadView, v: Hea
                 for (j, sj) in s.iter_mut().enumerate() {
                     let visible = j <= past + i && key_mask.is_none_or(|m| m[bi * tk + j]);
                     if visible {
-                        *sj = q.row(bi, h, i, hd).iter().zip(k.row(bi, h, j, hd)).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>()
+                        *sj = q
+                            .row(bi, h, i, hd)
+                            .iter()
+                            .zip(k.row(bi, h, j, hd))
+                            .map(|(&a, &b)| a as f64 * b as f64)
+                            .sum::<f64>()
                             * scale;
                     }
                 }

@@ -24,6 +24,14 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper).
+    #[inline(always)]
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Rows below which the streaming (matrix-vector style) kernel is used.
 const SMALL_M: usize = 8;
 
@@ -40,7 +48,6 @@ fn gemm(m: usize, k: usize, n: usize, a: Operand, b: Operand, beta: f32, c: &mut
     let threads = rayon::current_num_threads().max(1);
     let cp = SendPtr(c.as_mut_ptr());
     let run = |r0: usize, r1: usize, c0: usize, c1: usize| {
-        let cp = cp;
         // SAFETY: (r0..r1, c0..c1) blocks are disjoint across tasks and in bounds;
         // operand indexing stays within the slices checked by the callers.
         unsafe {
@@ -56,7 +63,7 @@ fn gemm(m: usize, k: usize, n: usize, a: Operand, b: Operand, beta: f32, c: &mut
                 b.rs as isize,
                 b.cs as isize,
                 beta,
-                cp.0.add(r0 * n + c0),
+                cp.get().add(r0 * n + c0),
                 n as isize,
                 1,
             );
@@ -101,11 +108,10 @@ fn matmul_forward_rows(out: &mut [f32], inp: &[f32], w: &[f32], bias: Option<&[f
     let op = SendPtr(out.as_mut_ptr());
     let starts: Vec<usize> = (0..n).step_by(block.max(1)).collect();
     starts.into_par_iter().for_each(|c0| {
-        let op = op;
         let c1 = (c0 + block).min(n);
         // SAFETY: each task writes only columns c0..c1 of every row.
         let rows: Vec<&mut [f32]> =
-            (0..m).map(|r| unsafe { std::slice::from_raw_parts_mut(op.0.add(r * n + c0), c1 - c0) }).collect();
+            (0..m).map(|r| unsafe { std::slice::from_raw_parts_mut(op.get().add(r * n + c0), c1 - c0) }).collect();
         let mut rows = rows;
         for row in rows.iter_mut() {
             match bias {
@@ -134,12 +140,11 @@ pub fn matmul_forward_bt(out: &mut [f32], inp: &[f32], wt: &[f32], m: usize, k: 
         let op = SendPtr(out.as_mut_ptr());
         let starts: Vec<usize> = (0..n).step_by(block).collect();
         starts.into_par_iter().for_each(|c0| {
-            let op = op;
             for j in c0..(c0 + block).min(n) {
                 let wrow = &wt[j * k..(j + 1) * k];
                 for r in 0..m {
                     // SAFETY: column j is owned by this task.
-                    unsafe { *op.0.add(r * n + j) = dot(&inp[r * k..(r + 1) * k], wrow) };
+                    unsafe { *op.get().add(r * n + j) = dot(&inp[r * k..(r + 1) * k], wrow) };
                 }
             }
         });
@@ -200,7 +205,15 @@ pub fn matmul_bt_backward(
 }
 
 /// Naive oracle: `out[m, n] = inp[m, k] · w[k, n] + bias`, accumulated in f64.
-pub fn matmul_forward_naive(out: &mut [f32], inp: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) {
+pub fn matmul_forward_naive(
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+) {
     for i in 0..m {
         for j in 0..n {
             let mut s = bias.map_or(0.0, |b| b[j] as f64);

@@ -14,7 +14,8 @@ pub fn logsumexp(row: &[f32]) -> f32 {
             acc[i] += (c[i] - max).exp();
         }
     }
-    let s: f64 = acc.iter().map(|&v| v as f64).sum::<f64>() + ch.remainder().iter().map(|&v| ((v - max).exp()) as f64).sum::<f64>();
+    let s: f64 = acc.iter().map(|&v| v as f64).sum::<f64>()
+        + ch.remainder().iter().map(|&v| ((v - max).exp()) as f64).sum::<f64>();
     max + s.ln() as f32
 }
 

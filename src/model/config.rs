@@ -202,11 +202,9 @@ impl Config {
         if !self.scale_attn_weights || self.scale_attn_by_inverse_layer_idx {
             return bad("only the standard GPT-2 attention scaling (1/sqrt(head_dim)) is supported".into());
         }
-        for (name, p) in [
-            ("resid_pdrop", self.resid_pdrop),
-            ("embd_pdrop", self.embd_pdrop),
-            ("attn_pdrop", self.attn_pdrop),
-        ] {
+        for (name, p) in
+            [("resid_pdrop", self.resid_pdrop), ("embd_pdrop", self.embd_pdrop), ("attn_pdrop", self.attn_pdrop)]
+        {
             if !(0.0..1.0).contains(&p) {
                 return bad(format!("{name} ({p}) must be in [0, 1)"));
             }
@@ -217,10 +215,8 @@ impl Config {
     /// Reads and validates a HuggingFace `config.json`.
     pub fn from_json_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let cfg: Config = serde_json::from_str(&text).map_err(|e| Error::Json {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let cfg: Config =
+            serde_json::from_str(&text).map_err(|e| Error::Json { path: path.to_path_buf(), reason: e.to_string() })?;
         cfg.validate()?;
         Ok(cfg)
     }

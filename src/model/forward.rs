@@ -87,7 +87,12 @@ pub struct ForwardOutput {
 impl Gpt2 {
     /// Runs the model. With a `cache`, the new tokens are appended after the
     /// cached positions (prefill or decode) and their keys/values are stored.
-    pub fn forward(&self, input: &ForwardInput<'_>, cache: Option<&mut KvCache>, opts: &ForwardOptions) -> Result<ForwardOutput> {
+    pub fn forward(
+        &self,
+        input: &ForwardInput<'_>,
+        cache: Option<&mut KvCache>,
+        opts: &ForwardOptions,
+    ) -> Result<ForwardOutput> {
         match cache {
             Some(cache) => {
                 let mut ws = std::mem::take(&mut cache.ws);
@@ -218,7 +223,15 @@ impl Gpt2 {
             let ln = &mut ws.ln[..n * c];
             layernorm_forward(ln, None, None, x, &p[o.ln_1_w..o.ln_1_w + c], &p[o.ln_1_b..o.ln_1_b + c], c, eps);
             let qkv = &mut ws.qkv[..n * 3 * c];
-            matmul_forward(qkv, ln, &p[o.attn_w..o.attn_w + c * 3 * c], Some(&p[o.attn_b..o.attn_b + 3 * c]), n, c, 3 * c);
+            matmul_forward(
+                qkv,
+                ln,
+                &p[o.attn_w..o.attn_w + c * 3 * c],
+                Some(&p[o.attn_b..o.attn_b + 3 * c]),
+                n,
+                c,
+                3 * c,
+            );
 
             let q = HeadView::from_qkv(qkv, 0, t, c, hd);
             let dims = AttnDims { b, tq: t, past, nh, hd };
@@ -252,20 +265,45 @@ impl Gpt2 {
                 out.attentions.push(Array4::from_shape_vec((b, nh, t, tk), pr).expect("shape"));
             }
             let proj = &mut ws.proj[..n * c];
-            matmul_forward(proj, att, &p[o.attn_proj_w..o.attn_proj_w + c * c], Some(&p[o.attn_proj_b..o.attn_proj_b + c]), n, c, c);
+            matmul_forward(
+                proj,
+                att,
+                &p[o.attn_proj_w..o.attn_proj_w + c * c],
+                Some(&p[o.attn_proj_b..o.attn_proj_b + c]),
+                n,
+                c,
+                c,
+            );
             add_inplace(x, proj);
 
             layernorm_forward(ln, None, None, x, &p[o.ln_2_w..o.ln_2_w + c], &p[o.ln_2_b..o.ln_2_b + c], c, eps);
             let fc = &mut ws.fc[..n * h];
             matmul_forward(fc, ln, &p[o.fc_w..o.fc_w + c * h], Some(&p[o.fc_b..o.fc_b + h]), n, c, h);
             gelu_inplace(fc);
-            matmul_forward(proj, fc, &p[o.fc_proj_w..o.fc_proj_w + h * c], Some(&p[o.fc_proj_b..o.fc_proj_b + c]), n, h, c);
+            matmul_forward(
+                proj,
+                fc,
+                &p[o.fc_proj_w..o.fc_proj_w + h * c],
+                Some(&p[o.fc_proj_b..o.fc_proj_b + c]),
+                n,
+                h,
+                c,
+            );
             add_inplace(x, proj);
         }
 
         // --- final layernorm and tied LM head -----------------------------------------------
         let ln = &mut ws.ln[..n * c];
-        layernorm_forward(ln, None, None, &ws.x[..n * c], &p[lay.ln_f_w..lay.ln_f_w + c], &p[lay.ln_f_b..lay.ln_f_b + c], c, eps);
+        layernorm_forward(
+            ln,
+            None,
+            None,
+            &ws.x[..n * c],
+            &p[lay.ln_f_w..lay.ln_f_w + c],
+            &p[lay.ln_f_b..lay.ln_f_b + c],
+            c,
+            eps,
+        );
         if opts.hidden_states {
             out.hidden_states.push(to3(ln));
         }

@@ -79,7 +79,8 @@ impl Gpt2 {
 
         let config = match meta.metadata().as_ref().and_then(|m| m.get(CONFIG_METADATA_KEY)) {
             Some(json) => {
-                let c: Config = serde_json::from_str(json).map_err(|e| Error::Json { path: file.clone(), reason: e.to_string() })?;
+                let c: Config = serde_json::from_str(json)
+                    .map_err(|e| Error::Json { path: file.clone(), reason: e.to_string() })?;
                 c.validate()?;
                 c
             }
@@ -250,11 +251,19 @@ fn load_tensors(file: &Path, mmap: &memmap2::Mmap, st: &SafeTensors<'_>, config:
             reason: format!("unexpected tensor `{name}` (not a GPT-2 parameter for this config)"),
         })?;
         if !seen.insert(info.name.clone()) {
-            return Err(Error::Safetensors { path: file.to_path_buf(), reason: format!("tensor `{key}` appears twice") });
+            return Err(Error::Safetensors {
+                path: file.to_path_buf(),
+                reason: format!("tensor `{key}` appears twice"),
+            });
         }
-        let view = st.tensor(name).map_err(|e| Error::Safetensors { path: file.to_path_buf(), reason: e.to_string() })?;
+        let view =
+            st.tensor(name).map_err(|e| Error::Safetensors { path: file.to_path_buf(), reason: e.to_string() })?;
         if view.shape() != info.shape.as_slice() {
-            return Err(Error::ShapeMismatch { name: name.to_string(), expected: info.shape.clone(), found: view.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                name: name.to_string(),
+                expected: info.shape.clone(),
+                found: view.shape().to_vec(),
+            });
         }
         convert_into(&mut params[info.range()], view.data(), view.dtype(), name)?;
         release_pages(mmap, view.data().as_ptr() as usize + view.data().len() - base);
@@ -265,7 +274,8 @@ fn load_tensors(file: &Path, mmap: &memmap2::Mmap, st: &SafeTensors<'_>, config:
         }
     }
     if let Some(name) = lm_head {
-        let view = st.tensor(&name).map_err(|e| Error::Safetensors { path: file.to_path_buf(), reason: e.to_string() })?;
+        let view =
+            st.tensor(&name).map_err(|e| Error::Safetensors { path: file.to_path_buf(), reason: e.to_string() })?;
         let wte = layout.require("wte.weight")?;
         if view.shape() != wte.shape.as_slice() {
             return Err(Error::ShapeMismatch { name, expected: wte.shape.clone(), found: view.shape().to_vec() });
@@ -275,7 +285,8 @@ fn load_tensors(file: &Path, mmap: &memmap2::Mmap, st: &SafeTensors<'_>, config:
         if head != params[wte.range()] {
             return Err(Error::Safetensors {
                 path: file.to_path_buf(),
-                reason: "lm_head.weight differs from wte.weight; GPT-2 ties them and untied heads are not supported".into(),
+                reason: "lm_head.weight differs from wte.weight; GPT-2 ties them and untied heads are not supported"
+                    .into(),
             });
         }
     }
@@ -291,7 +302,11 @@ fn convert_into(dst: &mut [f32], bytes: &[u8], dtype: Dtype, name: &str) -> Resu
         other => return Err(Error::UnsupportedDtype { name: name.to_string(), dtype: format!("{other:?}") }),
     };
     if bytes.len() != dst.len() * size {
-        return Err(Error::ShapeMismatch { name: name.to_string(), expected: vec![dst.len() * size], found: vec![bytes.len()] });
+        return Err(Error::ShapeMismatch {
+            name: name.to_string(),
+            expected: vec![dst.len() * size],
+            found: vec![bytes.len()],
+        });
     }
     match dtype {
         Dtype::F32 => {

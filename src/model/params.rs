@@ -121,16 +121,7 @@ impl ParamLayout {
         let ln_f_w = push("ln_f.weight".into(), vec![c]);
         let ln_f_b = push("ln_f.bias".into(), vec![c]);
         let index = params.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect();
-        ParamLayout {
-            params,
-            index,
-            total,
-            wte,
-            wpe,
-            blocks,
-            ln_f_w,
-            ln_f_b,
-        }
+        ParamLayout { params, index, total, wte, wpe, blocks, ln_f_w, ln_f_b }
     }
 
     /// Total number of scalars.

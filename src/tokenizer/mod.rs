@@ -74,7 +74,11 @@ impl Tokenizer {
         if let Some((position, &token)) = ids.iter().enumerate().find(|(_, &t)| t as usize >= GPT2_VOCAB_SIZE) {
             return Err(Error::TokenOutOfVocab { token, position, vocab_size: GPT2_VOCAB_SIZE });
         }
-        self.bpe.decode_bytes(ids).map_err(|e| Error::TokenOutOfVocab { token: e.token, position: 0, vocab_size: GPT2_VOCAB_SIZE })
+        self.bpe.decode_bytes(ids).map_err(|e| Error::TokenOutOfVocab {
+            token: e.token,
+            position: 0,
+            vocab_size: GPT2_VOCAB_SIZE,
+        })
     }
 
     /// Decodes to a string; bytes that are not valid UTF-8 are an error.

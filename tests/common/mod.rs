@@ -20,8 +20,10 @@ pub struct Reference {
 impl Reference {
     pub fn load(model: &str) -> Self {
         let bytes = std::fs::read(fixture(&format!("reference/{model}.safetensors"))).expect("reference tensors");
-        let json = serde_json::from_str(&std::fs::read_to_string(fixture(&format!("reference/{model}.json"))).expect("reference json"))
-            .expect("json");
+        let json = serde_json::from_str(
+            &std::fs::read_to_string(fixture(&format!("reference/{model}.json"))).expect("reference json"),
+        )
+        .expect("json");
         Reference { bytes, json }
     }
 
@@ -30,7 +32,7 @@ impl Reference {
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.view().names().iter().any(|n| *n == name)
+        self.view().names().contains(&name)
     }
 
     /// A float32 tensor.
