@@ -1,0 +1,79 @@
+//! Times the full forward pass (logits for all positions) and prints the median.
+//! Used by `scripts/compare_forward.py` to compare with PyTorch in one run.
+//!
+//! ```text
+//! cargo run --release --example forward_speed -- --model DIR --batch 4 --seq 256 --iters 5 --json
+//! cargo run --release --example forward_speed -- --random 124m --batch 1 --seq 1024
+//! ```
+
+use std::time::Instant;
+
+use clap::Parser;
+use gpt2::{Config, Gpt2};
+use ndarray::Array2;
+
+/// Median wall time of the full forward pass.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Checkpoint directory or .safetensors file.
+    #[arg(long, conflicts_with = "random")]
+    model: Option<std::path::PathBuf>,
+    /// Use a randomly initialised preset instead (gpt2, 124m, 355m, ...).
+    #[arg(long)]
+    random: Option<String>,
+    /// Batch size.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Sequence length.
+    #[arg(long, default_value_t = 256)]
+    seq: usize,
+    /// Timed iterations (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let model = match (&args.model, &args.random) {
+        (Some(p), _) => Gpt2::load(p)?,
+        (None, Some(name)) => Gpt2::new_random(Config::preset(name)?, 0)?,
+        (None, None) => Gpt2::new_random(Config::gpt2_124m(), 0)?,
+    };
+    let v = model.config().vocab_size as u32;
+    let tokens = Array2::from_shape_fn((args.batch, args.seq), |(i, j)| ((i * 7919 + j * 104_729) as u32) % v);
+    model.logits_batch(tokens.view())?; // warm-up
+    let mut times = Vec::with_capacity(args.iters);
+    for _ in 0..args.iters.max(1) {
+        let t0 = Instant::now();
+        let out = model.logits_batch(tokens.view())?;
+        times.push(t0.elapsed().as_secs_f64());
+        std::hint::black_box(out);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let median = times[times.len() / 2];
+    let tps = (args.batch * args.seq) as f64 / median;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "batch": args.batch, "seq": args.seq, "iters": times.len(),
+                "median_seconds": median, "tokens_per_second": tps,
+                "threads": rayon::current_num_threads(),
+            })
+        );
+    } else {
+        println!(
+            "B={} T={}: median {:.3} s, {:.1} tokens/s ({} threads)",
+            args.batch,
+            args.seq,
+            median,
+            tps,
+            rayon::current_num_threads()
+        );
+    }
+    Ok(())
+}
