@@ -13,6 +13,10 @@
 //! ```
 #![warn(missing_docs)]
 
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod error;
 mod fsutil;
 pub mod kernels;
