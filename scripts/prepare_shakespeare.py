@@ -181,8 +181,8 @@ def main():
 
     from make_fixtures import gpt2_tokenizer  # noqa: E402  (imports torch/transformers)
     tok = gpt2_tokenizer()
-    train_ids = tok(train, add_special_tokens=False)["input_ids"]
-    val_ids = tok(val, add_special_tokens=False)["input_ids"]
+    train_ids = tok(train, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    val_ids = tok(val, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     ce = unigram_cross_entropy(train_ids, val_ids)
     stats = {
         "source": {"package": SDIST, "sha256": SDIST_SHA256, "path": TEXTS},

@@ -13,6 +13,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod data;
 pub mod error;
 mod fsutil;
 pub mod kernels;
@@ -20,6 +21,7 @@ pub mod model;
 pub mod rng;
 pub mod tokenizer;
 
+pub use data::{BatchSource, DataLoader, LoaderConfig};
 pub use error::{Error, Result};
 pub use model::io::SaveDtype;
 pub use model::{
