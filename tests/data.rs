@@ -248,8 +248,13 @@ fn writer_errors_are_typed() {
     assert_eq!(w.tokens(), 0, "a rejected document writes nothing");
     w.push_document(&[1]).unwrap();
     w.finish().unwrap();
-    // Refuses to mix with existing shards of the same prefix.
+    // Refuses to mix with existing shards of the same prefix and split; another split is fine.
     assert!(matches!(ShardWriter::new(WriterOptions::new(dir.join("big"))), Err(Error::InvalidArgument { .. })));
+    let mut o = WriterOptions::new(dir.join("big"));
+    o.naming = SplitNaming::FirstShardVal;
+    assert!(matches!(ShardWriter::new(o.clone()), Err(Error::InvalidArgument { .. })));
+    o.naming = SplitNaming::Split("val".into());
+    ShardWriter::new(o).unwrap().finish().unwrap();
     assert!(matches!(TokenShard::from_tokens("x", &[70_000]), Err(Error::TokenOutOfVocab { .. })));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -174,23 +174,29 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     /// Creates the output directory. Errors: [`Error::InvalidArgument`] for bad options or
-    /// when the directory already holds shards with this prefix (they would mix with the new
-    /// ones when loading; remove them or choose another prefix); [`Error::Io`].
+    /// when the directory already holds shards with this prefix and split (they would mix with
+    /// the new ones when loading; remove them or choose another prefix); [`Error::Io`].
     pub fn new(opts: WriterOptions) -> Result<Self> {
         opts.validate()?;
         std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
-        let start = format!("{}_", opts.prefix);
+        let splits: Vec<&str> = match &opts.naming {
+            SplitNaming::Split(s) => vec![s.as_str()],
+            SplitNaming::FirstShardVal => vec!["val", "train"],
+        };
+        let starts: Vec<String> = splits.iter().map(|s| format!("{}_{s}_", opts.prefix)).collect();
         for entry in std::fs::read_dir(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))? {
             let path = entry.map_err(|e| Error::io(&opts.out_dir, e))?.path();
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if name.starts_with(&start) && ShardFormat::from_path(&path).is_some() {
-                return Err(Error::arg(
-                    "out_dir",
-                    format!(
-                        "{} already holds shards named `{start}*` (e.g. {name}); remove them or use another prefix",
-                        opts.out_dir.display()
-                    ),
-                ));
+            if let Some(start) = starts.iter().find(|s| name.starts_with(s.as_str())) {
+                if ShardFormat::from_path(&path).is_some() {
+                    return Err(Error::arg(
+                        "out_dir",
+                        format!(
+                            "{} already holds shards named `{start}*` (e.g. {name}); remove them or use another prefix",
+                            opts.out_dir.display()
+                        ),
+                    ));
+                }
             }
         }
         let cap = opts.shard_size.min(1 << 20);
