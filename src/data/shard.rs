@@ -505,7 +505,7 @@ impl NpyHeader {
     }
 }
 
-/// The `.npy` v1.0 header `np.save` writes for a 1-D `<u2` array of `n` elements (NumPy ≥ 1.24
+/// The `.npy` v1.0 header `np.save` writes for a 1-D `<u2` array of `n` elements (current NumPy
 /// layout: sorted keys, growth-axis padding, total length a multiple of 64, ending in `\n`).
 pub fn npy_header(n: usize) -> Vec<u8> {
     let mut dict = format!("{{'descr': '<u2', 'fortran_order': False, 'shape': ({n},), }}");
