@@ -645,3 +645,38 @@ fn unigram_baseline_formula_and_errors() {
     assert!(matches!(unigram_cross_entropy(&[0], &[4], 4), Err(Error::TokenOutOfVocab { token: 4, .. })));
     let _ = shard::npy_header(3); // public helper stays available
 }
+
+#[test]
+fn types_are_thread_safe_and_formats_parse() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<TokenShard>();
+    send_sync::<DataLoader>();
+    send_sync::<ShardWriter>();
+    assert_eq!("npy".parse::<ShardFormat>().unwrap(), ShardFormat::Npy);
+    assert_eq!("BIN".parse::<ShardFormat>().unwrap(), ShardFormat::Bin);
+    assert!(matches!("csv".parse::<ShardFormat>(), Err(Error::InvalidArgument { .. })));
+    assert_eq!(serde_json::to_string(&ShardFormat::Bin).unwrap(), "\"bin\"");
+}
+
+#[test]
+fn npy_format_versions_2_and_3_are_read() {
+    let good = std::fs::read(fixture("data/numpy_all.npy")).unwrap();
+    let hlen = u16::from_le_bytes([good[8], good[9]]) as usize;
+    let (dict, data) = (&good[10..10 + hlen], &good[10 + hlen..]);
+    let dir = scratch("npy-v2");
+    for major in [2u8, 3] {
+        let mut bytes = b"\x93NUMPY".to_vec();
+        bytes.extend_from_slice(&[major, 0]);
+        bytes.extend_from_slice(&(hlen as u32).to_le_bytes());
+        bytes.extend_from_slice(dict);
+        bytes.extend_from_slice(data);
+        let p = dir.join(format!("v{major}.npy"));
+        std::fs::write(&p, &bytes).unwrap();
+        assert_eq!(TokenShard::open(&p).unwrap().to_vec(), all_tokens(&docs()), "version {major}");
+        // and a v2 header whose u32 length runs past the end
+        bytes[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(data_reason(TokenShard::open(&p).unwrap_err()).contains("truncated header"));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
