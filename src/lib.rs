@@ -17,6 +17,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod data;
 pub mod error;
 mod fsutil;
 pub mod kernels;
@@ -24,6 +25,7 @@ pub mod model;
 pub mod rng;
 pub mod tokenizer;
 
+pub use data::{BatchSource, DataLoader, LoaderConfig};
 pub use error::{Error, Result};
 pub use model::io::SaveDtype;
 pub use model::{
