@@ -19,6 +19,7 @@ pub struct ReadmeDoctests;
 
 pub mod error;
 mod fsutil;
+pub mod inspect;
 pub mod kernels;
 pub mod model;
 pub mod rng;
