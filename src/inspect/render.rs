@@ -127,9 +127,10 @@ pub fn heatmap_svg(map: ArrayView2<'_, f32>, row_labels: &[String], col_labels: 
     }
     const CELL: usize = 24;
     let chars = |l: &[String]| l.iter().map(|s| s.chars().count()).max().unwrap_or(0).min(24);
+    // monospace 12px ≈ 7.2 px per character; column labels are rotated by -60°
     let left = 12 + 8 * chars(row_labels);
-    let top = 12 + (6 * chars(col_labels)).max(8);
-    let (w, h) = (left + tk * CELL + 10, top + tq * CELL + 10);
+    let top = 16 + 7 * chars(col_labels);
+    let (w, h) = (left + tk * CELL + 10 + 4 * chars(col_labels), top + tq * CELL + 10);
     let mut s = String::new();
     let _ = write!(
         s,
