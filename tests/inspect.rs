@@ -699,3 +699,13 @@ fn html_and_png_open_in_headless_chromium() {
     assert!(dom.contains("data-s=\"") && !dom.contains("data-s=\"broken\""), "SVG did not load:\n{dom}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn inspection_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<BpeTracer>();
+    assert_send_sync::<WordTokenizer>();
+    assert_send_sync::<CharTokenizer>();
+    assert_send_sync::<CausalSelfAttention>();
+    assert_send_sync::<AttentionView>();
+}
