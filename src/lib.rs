@@ -20,6 +20,7 @@ pub struct ReadmeDoctests;
 pub mod data;
 pub mod error;
 mod fsutil;
+pub mod inspect;
 pub mod kernels;
 pub mod model;
 pub mod rng;

@@ -1,5 +1,8 @@
 //! GPT-2 byte-level BPE tokenizer (tiktoken-rs `r50k_base`, vocabulary embedded — nothing is fetched).
 
+pub mod simple;
+pub mod trace;
+
 use std::sync::Arc;
 
 use tiktoken_rs::CoreBPE;
