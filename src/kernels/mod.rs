@@ -5,7 +5,10 @@
 pub mod attention;
 pub mod embed;
 pub mod gelu;
+pub mod gemm;
+pub(crate) mod gemv;
 pub mod layernorm;
 pub mod matmul;
 pub mod simd;
 pub mod softmax;
+pub mod vmath;
