@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod embed;
+pub mod flash;
 pub mod gelu;
 pub mod gemm;
 pub(crate) mod gemv;

@@ -449,6 +449,48 @@ unsafe fn tile_f32(
     }
 }
 
+/// Single-threaded `C[m, n] (+)= A[m, k] · B[k, n]` for small products inside other kernels
+/// (attention tiles): A row-major (`lda`), B as f32 panels (`b` = row 0 of the first panel,
+/// panels `pstride` apart), C row-major (`ldc`); `load_c` accumulates. K is one block.
+///
+/// # Safety
+/// A readable for `m` rows × `k`, B for `⌈n/32⌉` panels × `k` rows, C writable for `m × n`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_seq(
+    ker: &F32Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    pstride: usize,
+    c: *mut f32,
+    ldc: usize,
+    load_c: bool,
+    tail: &mut Vec<f32>,
+) {
+    let mr = ker.mr;
+    let epi = TileEpi { load_c, bias: std::ptr::null(), gelu: false };
+    for ir in (0..m).step_by(mr) {
+        let mrr = mr.min(m - ir);
+        let (ap, la) = if mrr == mr {
+            (a.add(ir * lda), lda)
+        } else {
+            tail.clear();
+            tail.resize(mr * k, 0.0);
+            for i in 0..mrr {
+                tail[i * k..(i + 1) * k].copy_from_slice(std::slice::from_raw_parts(a.add((ir + i) * lda), k));
+            }
+            (tail.as_ptr(), k)
+        };
+        for jt in (0..n).step_by(ker.nr) {
+            let bp = b.add(jt / PANEL * pstride + jt % PANEL);
+            (ker.rows)(k, ap, la, bp, c.add(ir * ldc + jt), ldc, mrr, ker.nr.min(n - jt), epi);
+        }
+    }
+}
+
 /// Hints the cache line holding `p` into L1 (a no-op off x86-64).
 #[inline(always)]
 fn prefetch<T>(p: *const T) {
