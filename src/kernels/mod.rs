@@ -7,5 +7,6 @@ pub mod embed;
 pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
+pub mod residual;
 pub mod simd;
 pub mod softmax;
