@@ -23,8 +23,8 @@ use crate::model::{Config, Gpt2};
 
 use super::select::GradMask;
 
-/// Upper bound on logits held at once by the fused LM head (floats): 16 Mi = 64 MiB.
-const HEAD_CHUNK_FLOATS: usize = 1 << 24;
+/// Upper bound on logits held at once by the fused LM head (floats): 32 Mi = 128 MiB.
+const HEAD_CHUNK_FLOATS: usize = 1 << 25;
 
 /// Saved activations and scratch for training at one `(B, T)`.
 ///
@@ -73,7 +73,9 @@ fn fit(v: &mut Vec<f32>, len: usize) {
 
 /// Rows of the fused LM head processed at once.
 fn head_rows(n: usize, vocab: usize) -> usize {
-    (HEAD_CHUNK_FLOATS / vocab.max(1)).clamp(1, n.max(1))
+    let max_rows = (HEAD_CHUNK_FLOATS / vocab.max(1)).clamp(1, n.max(1));
+    // equal-sized chunks (e.g. 2 × 512 rather than 667 + 357)
+    n.div_ceil(n.div_ceil(max_rows)).max(1)
 }
 
 impl Activations {
