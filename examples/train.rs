@@ -8,6 +8,9 @@
 //! # fine-tune a saved model on a text file
 //! cargo run --release --example train -- --data notes.txt --init fixtures/model --steps 50 --lr 1e-4
 //! ```
+//! Resume an interrupted run (written with `--checkpoint-every N`) with
+//! `--resume runs/shakespeare/checkpoint --data data/shakespeare --steps 2000 --out runs/shakespeare`.
+//!
 //! `--init` takes a preset (`nano`, `gpt2-124m`, …), a `config.json`, or a model directory /
 //! `.safetensors` file (fine-tuning). The final model is written to `--out` (`config.json` +
 //! `model.safetensors`) with `losses.json`, `loss.svg` and `loss.png`.
@@ -16,9 +19,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
-use gpt2::data::{DataLoader, LoaderConfig, Split};
+use gpt2::data::{BatchSource, DataLoader, LoaderConfig, Split};
 use gpt2::train::plot::LossCurve;
-use gpt2::train::{AdamWConfig, LrSchedule, NonFinitePolicy, ParamSelection, StepStats, Trainer, TrainerConfig};
+use gpt2::train::{
+    AdamWConfig, Checkpoint, LrSchedule, NonFinitePolicy, ParamSelection, StepStats, Trainer, TrainerConfig,
+};
 use gpt2::{Config, Error, Gpt2, SaveDtype};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -109,6 +114,13 @@ struct Args {
     /// Skip steps with a non-finite loss / gradient norm instead of stopping.
     #[arg(long)]
     skip_non_finite: bool,
+    /// Continue from a checkpoint directory (model, optimizer, schedule, step, data position and
+    /// batch geometry come from it; --steps is the total step count).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Save a checkpoint to OUT/checkpoint every N steps and at the end (0: never).
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: usize,
     /// Output directory for the model, losses.json, loss.svg and loss.png.
     #[arg(long, default_value = "runs/train")]
     out: PathBuf,
@@ -177,18 +189,76 @@ fn selection(args: &Args) -> ParamSelection {
     sel
 }
 
+/// Batch geometry saved in checkpoints (a resumed run reads the same batches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Geometry {
+    batch_size: usize,
+    seq_len: usize,
+    shuffle: bool,
+    seed: u64,
+}
+
+fn trainer_config(args: &Args) -> TrainerConfig {
+    let min_lr = args.min_lr.unwrap_or(args.lr / 10.0);
+    let schedule = if min_lr == args.lr && args.warmup == 0 {
+        LrSchedule::Constant(args.lr)
+    } else {
+        LrSchedule::WarmupCosine {
+            max_lr: args.lr,
+            min_lr,
+            warmup_steps: args.warmup,
+            decay_steps: args.decay_steps.unwrap_or(args.steps),
+        }
+    };
+    TrainerConfig {
+        optimizer: AdamWConfig { beta1: args.beta1, beta2: args.beta2, eps: args.eps, weight_decay: args.weight_decay },
+        schedule,
+        grad_accum: args.grad_accum,
+        grad_clip: (args.grad_clip > 0.0).then_some(args.grad_clip),
+        non_finite: if args.skip_non_finite { NonFinitePolicy::Skip } else { NonFinitePolicy::Error },
+        selection: selection(args),
+        seed: args.seed,
+    }
+}
+
 fn run(args: &Args) -> gpt2::Result<()> {
-    let (model, origin) = init_model(args)?;
-    let cfg = model.config().clone();
-    if args.seq_len > cfg.n_positions {
-        return Err(Error::SequenceTooLong { len: args.seq_len, n_positions: cfg.n_positions });
+    let mut history: Vec<StepStats> = Vec::with_capacity(args.steps);
+    let mut val_hist: Vec<(usize, f32)> = Vec::new();
+    let (mut trainer, geo, origin, data_state) = match &args.resume {
+        Some(dir) => {
+            let ckpt = Checkpoint::load(dir)?;
+            let geo: Geometry = serde_json::from_value(ckpt.extra["geometry"].clone())
+                .map_err(|e| Error::Json { path: dir.join("trainer.json"), reason: e.to_string() })?;
+            if let Ok(h) = serde_json::from_value::<Vec<StepStats>>(ckpt.extra["history"].clone()) {
+                history = h;
+            }
+            if let Ok(v) = serde_json::from_value::<Vec<(usize, f32)>>(ckpt.extra["val"].clone()) {
+                val_hist = v;
+            }
+            let state = ckpt.data_state.clone();
+            let origin = format!("resume {} at step {}", dir.display(), ckpt.step);
+            (Trainer::from_checkpoint(ckpt)?, geo, origin, state)
+        }
+        None => {
+            let (model, origin) = init_model(args)?;
+            let geo =
+                Geometry { batch_size: args.batch_size, seq_len: args.seq_len, shuffle: args.shuffle, seed: args.seed };
+            (Trainer::new(model, trainer_config(args))?, geo, origin, None)
+        }
+    };
+    let cfg = trainer.model().config().clone();
+    if geo.seq_len > cfg.n_positions {
+        return Err(Error::SequenceTooLong { len: geo.seq_len, n_positions: cfg.n_positions });
     }
-    let mut lc = LoaderConfig::new(args.batch_size, args.seq_len).with_vocab_size(cfg.vocab_size);
-    if args.shuffle {
-        lc = lc.with_shuffle(args.seed);
+    let mut lc = LoaderConfig::new(geo.batch_size, geo.seq_len).with_vocab_size(cfg.vocab_size);
+    if geo.shuffle {
+        lc = lc.with_shuffle(geo.seed);
     }
-    let mut train = DataLoader::open(&args.data, Split::Train, lc.clone())?;
-    let val_cfg = LoaderConfig::new(args.batch_size, args.seq_len).with_vocab_size(cfg.vocab_size);
+    let mut train = DataLoader::open(&args.data, Split::Train, lc)?;
+    if let Some(state) = data_state {
+        train.restore(state)?;
+    }
+    let val_cfg = LoaderConfig::new(geo.batch_size, geo.seq_len).with_vocab_size(cfg.vocab_size);
     let mut val = match (&args.val, args.data.is_dir()) {
         (Some(p), _) => Some(DataLoader::open(p, Split::Val, val_cfg)?),
         (None, true) => match DataLoader::open(&args.data, Split::Val, val_cfg) {
@@ -204,33 +274,21 @@ fn run(args: &Args) -> gpt2::Result<()> {
             reason: "no validation data: pass --val, or a --data directory with *_val_* shards".into(),
         });
     }
-    let min_lr = args.min_lr.unwrap_or(args.lr / 10.0);
-    let schedule = if min_lr == args.lr && args.warmup == 0 {
-        LrSchedule::Constant(args.lr)
-    } else {
-        LrSchedule::WarmupCosine {
-            max_lr: args.lr,
-            min_lr,
-            warmup_steps: args.warmup,
-            decay_steps: args.decay_steps.unwrap_or(args.steps),
-        }
-    };
-    let tcfg = TrainerConfig {
-        optimizer: AdamWConfig { beta1: args.beta1, beta2: args.beta2, eps: args.eps, weight_decay: args.weight_decay },
-        schedule,
-        grad_accum: args.grad_accum,
-        grad_clip: (args.grad_clip > 0.0).then_some(args.grad_clip),
-        non_finite: if args.skip_non_finite { NonFinitePolicy::Skip } else { NonFinitePolicy::Error },
-        selection: selection(args),
-    };
     let save_dtype = match args.save_dtype.as_str() {
         "f16" => SaveDtype::F16,
         "bf16" => SaveDtype::BF16,
         _ => SaveDtype::F32,
     };
-    let mut trainer = Trainer::new(model, tcfg)?;
+    let first_step = trainer.step_index();
+    if first_step >= args.steps {
+        return Err(Error::InvalidArgument {
+            name: "steps",
+            reason: format!("the checkpoint is already at step {first_step}; --steps is the total step count"),
+        });
+    }
     let n_params = trainer.model().num_parameters();
     let n_train = trainer.mask().num_trainable(n_params);
+    let tokens_per_step = geo.batch_size * geo.seq_len * trainer.config().grad_accum;
     let header = json!({
         "event": "start",
         "init": origin,
@@ -240,7 +298,8 @@ fn run(args: &Args) -> gpt2::Result<()> {
         "trainable": n_train,
         "train_tokens": train.num_tokens(),
         "val_tokens": val.as_ref().map(|v| v.num_tokens()),
-        "tokens_per_step": args.batch_size * args.seq_len * args.grad_accum,
+        "tokens_per_step": tokens_per_step,
+        "first_step": first_step,
         "threads": rayon::current_num_threads(),
     });
     let bar = if args.json {
@@ -252,14 +311,14 @@ fn run(args: &Args) -> gpt2::Result<()> {
             cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.n_positions, cfg.vocab_size
         );
         eprintln!(
-            "data: {} train tokens ({} batches/epoch){}; {} tokens/step; {} threads",
+            "data: {} train tokens ({} batches/epoch){}; {tokens_per_step} tokens/step; {} threads",
             train.num_tokens(),
             train.batches_per_epoch(),
             val.as_ref().map(|v| format!(", {} val tokens", v.num_tokens())).unwrap_or_default(),
-            args.batch_size * args.seq_len * args.grad_accum,
             rayon::current_num_threads()
         );
         let b = ProgressBar::new(args.steps as u64);
+        b.set_position(first_step as u64);
         b.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
                 .expect("valid template"),
@@ -267,24 +326,19 @@ fn run(args: &Args) -> gpt2::Result<()> {
         b
     };
 
-    let mut curve = LossCurve::default();
-    let mut history: Vec<StepStats> = Vec::with_capacity(args.steps);
-    let mut val_hist: Vec<(usize, f32)> = Vec::new();
     let started = Instant::now();
     let eval = |trainer: &mut Trainer, step: usize, val: &mut Option<DataLoader>| -> gpt2::Result<Option<f32>> {
         let Some(v) = val.as_mut() else { return Ok(None) };
         v.reset();
         let batches = args.eval_batches.min(v.batches_per_epoch()).max(1);
         let loss = trainer.eval_loss(v, batches)?;
-        Ok(Some(loss).inspect(|&l| {
-            if args.json {
-                println!("{}", json!({"event": "val", "step": step, "val_loss": l}));
-            }
-        }))
+        if args.json {
+            println!("{}", json!({"event": "val", "step": step, "val_loss": loss}));
+        }
+        Ok(Some(loss))
     };
-    for step in 0..args.steps {
+    for step in first_step..args.steps {
         let st = trainer.step(&mut train)?;
-        curve.train.push((st.step, st.loss));
         if args.json {
             println!(
                 "{}",
@@ -296,11 +350,16 @@ fn run(args: &Args) -> gpt2::Result<()> {
         let last = step + 1 == args.steps;
         if (args.eval_every > 0 && (step + 1) % args.eval_every == 0) || (last && val.is_some()) {
             if let Some(l) = eval(&mut trainer, step, &mut val)? {
-                if val_hist.last().map(|v| v.0) != Some(step) {
-                    val_hist.push((step, l));
-                    curve.val.push((step, l));
-                    bar.println(format!("step {step:>6}: val loss {l:.4}"));
-                }
+                val_hist.push((step, l));
+                bar.println(format!("step {step:>6}: val loss {l:.4}"));
+            }
+        }
+        if args.checkpoint_every > 0 && ((step + 1) % args.checkpoint_every == 0 || last) {
+            let extra = json!({"geometry": geo, "history": history, "val": val_hist});
+            let dir = args.out.join("checkpoint");
+            trainer.save_checkpoint(&dir, Some(&train), extra)?;
+            if args.json {
+                println!("{}", json!({"event": "checkpoint", "step": step, "dir": dir.display().to_string()}));
             }
         }
         bar.set_message(format!(
@@ -315,14 +374,16 @@ fn run(args: &Args) -> gpt2::Result<()> {
     // --- outputs ---------------------------------------------------------------------------------
     std::fs::create_dir_all(&args.out).map_err(|e| Error::Io { path: args.out.clone(), source: e })?;
     trainer.model().save_with_dtype(&args.out, save_dtype)?;
+    let run_steps = &history[history.len() - (args.steps - first_step).min(history.len())..];
     let tail = history.len().clamp(1, 20);
     let final_train = history.iter().rev().take(tail).map(|s| s.loss as f64).sum::<f64>() / tail as f64;
-    let tokens: usize = history.iter().map(|s| s.tokens).sum();
-    let step_ms: Vec<f64> = history.iter().map(|s| s.ms).collect();
+    let tokens: usize = run_steps.iter().map(|s| s.tokens).sum();
+    let step_ms: Vec<f64> = run_steps.iter().map(|s| s.ms).collect();
     let median_ms = median(&step_ms);
     let summary = json!({
         "event": "summary",
         "steps": history.len(),
+        "steps_this_run": run_steps.len(),
         "skipped_steps": trainer.skipped_steps(),
         "final_train_loss": history.last().map(|s| s.loss),
         "final_train_loss_mean_last": final_train,
@@ -341,6 +402,7 @@ fn run(args: &Args) -> gpt2::Result<()> {
         "args": format!("{args:?}"),
     });
     gpt2::train::save_json(args.out.join("losses.json"), &losses)?;
+    let curve = LossCurve { train: history.iter().map(|s| (s.step, s.loss)).collect(), val: val_hist.clone() };
     if !curve.train.is_empty() {
         curve.save_svg(args.out.join("loss.svg"), 800, 480)?;
         curve.save_png(args.out.join("loss.png"), 800, 480)?;
@@ -350,7 +412,7 @@ fn run(args: &Args) -> gpt2::Result<()> {
     } else {
         eprintln!(
             "done: {} steps in {secs:.1} s ({:.0} tok/s, median step {median_ms:.0} ms); final train loss {:.4} (mean of last {tail}: {final_train:.4}){}",
-            history.len(),
+            run_steps.len(),
             tokens as f64 / secs,
             history.last().map_or(f32::NAN, |s| s.loss),
             val_hist.last().map(|v| format!(", val loss {:.4}", v.1)).unwrap_or_default()

@@ -3,6 +3,7 @@
 //! oracle used by the tests.
 
 pub mod attention;
+pub mod dropout;
 pub mod embed;
 pub mod gelu;
 pub mod layernorm;

@@ -12,7 +12,8 @@
 use ndarray::ArrayView2;
 
 use crate::error::{Error, Result};
-use crate::kernels::attention::{attention_backward, attention_forward, AttnDims, HeadView};
+use crate::kernels::attention::{attention_apply, attention_backward, attention_forward, AttnDims, HeadView};
+use crate::kernels::dropout::{dropout_apply, dropout_mask};
 use crate::kernels::embed::{embed_backward, embed_forward};
 use crate::kernels::gelu::{gelu_backward, gelu_forward};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
@@ -20,6 +21,7 @@ use crate::kernels::matmul::{matmul_backward, matmul_bt_backward, matmul_forward
 use crate::kernels::residual::residual_forward;
 use crate::kernels::softmax::softmax_cross_entropy;
 use crate::model::{Config, Gpt2};
+use crate::rng::Rng;
 
 use super::select::GradMask;
 
@@ -65,6 +67,21 @@ pub struct Activations {
     dfch: Vec<f32>,
     dfch_gelu: Vec<f32>,
     dscratch: Vec<f32>,
+    dproj: Vec<f32>,
+    // dropout (train mode with p > 0 only): multipliers 0 or 1/(1-p), dropped probabilities
+    drop: Option<Dropout>,
+    drop_embd: Vec<f32>,
+    drop_res1: Vec<f32>,
+    drop_res2: Vec<f32>,
+    drop_probs: Vec<f32>,
+}
+
+/// Dropout probabilities of the current forward pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Dropout {
+    embd: f32,
+    attn: f32,
+    resid: f32,
 }
 
 fn fit(v: &mut Vec<f32>, len: usize) {
@@ -116,6 +133,13 @@ impl Activations {
             fit(&mut self.dqkv, n * 3 * c);
             fit(&mut self.dfch, n * h);
             fit(&mut self.dfch_gelu, n * h);
+            fit(&mut self.dproj, n * c);
+        }
+        if let Some(d) = self.drop {
+            fit(&mut self.drop_embd, if d.embd > 0.0 { n * c } else { 0 });
+            fit(&mut self.drop_res1, if d.resid > 0.0 { l * n * c } else { 0 });
+            fit(&mut self.drop_res2, if d.resid > 0.0 { l * n * c } else { 0 });
+            fit(&mut self.drop_probs, if d.attn > 0.0 { l * b * nh * t * t } else { 0 });
         }
     }
 
@@ -152,6 +176,11 @@ impl Activations {
             &self.dqkv,
             &self.dfch,
             &self.dfch_gelu,
+            &self.dproj,
+            &self.drop_embd,
+            &self.drop_res1,
+            &self.drop_res2,
+            &self.drop_probs,
         ];
         f.iter().map(|v| v.capacity() * 4).sum::<usize>() + (self.tokens.capacity() + self.pos.capacity()) * 4
     }
@@ -172,8 +201,12 @@ fn load_batch(
     tokens: ArrayView2<'_, u32>,
     targets: ArrayView2<'_, i32>,
     backward: bool,
+    dropout: bool,
 ) -> Result<usize> {
     let cfg = model.config();
+    let any = cfg.embd_pdrop > 0.0 || cfg.attn_pdrop > 0.0 || cfg.resid_pdrop > 0.0;
+    acts.drop =
+        (dropout && any).then_some(Dropout { embd: cfg.embd_pdrop, attn: cfg.attn_pdrop, resid: cfg.resid_pdrop });
     let (b, t) = tokens.dim();
     if b == 0 || t == 0 {
         return Err(Error::EmptyInput(format!("token batch has shape [{b}, {t}]")));
@@ -206,8 +239,15 @@ fn load_batch(
     Ok(valid)
 }
 
-/// Forward through the blocks and `ln_f`, saving activations.
-fn forward_body(model: &Gpt2, a: &mut Activations) {
+/// Dropout site id of the embeddings for [`Rng::fork`] (layer sites: [`site`]).
+const SITE_EMBD: u64 = u64::MAX;
+fn site(layer: usize, k: u64) -> u64 {
+    layer as u64 * 4 + k
+}
+
+/// Forward through the blocks and `ln_f`, saving activations. With dropout active
+/// (`a.drop`), each site's mask is drawn from its own `rng.fork(site)`.
+fn forward_body(model: &Gpt2, a: &mut Activations, rng: &Rng) {
     let cfg = model.config();
     let (b, t) = (a.b, a.t);
     let (c, h, nh, eps) = (cfg.n_embd, cfg.mlp_hidden(), cfg.n_head, cfg.layer_norm_epsilon);
@@ -219,6 +259,11 @@ fn forward_body(model: &Gpt2, a: &mut Activations) {
     let wte = &p[lay.wte..lay.wte + cfg.vocab_size * c];
     let wpe = &p[lay.wpe..lay.wpe + cfg.n_positions * c];
     embed_forward(&mut a.res[..nc], &a.tokens, &a.pos, wte, wpe, c);
+    let drop = a.drop;
+    if let Some(d) = drop.filter(|d| d.embd > 0.0) {
+        dropout_mask(&mut a.drop_embd[..nc], d.embd, &mut rng.fork(SITE_EMBD));
+        dropout_apply(&mut a.res[..nc], &a.drop_embd[..nc]);
+    }
     let probs_len = b * nh * t * t;
     for (l, o) in lay.blocks.iter().enumerate() {
         let (done, rest) = a.res.split_at_mut((l + 1) * nc);
@@ -239,15 +284,24 @@ fn forward_body(model: &Gpt2, a: &mut Activations) {
         matmul_forward(qkv, ln1, &p[o.attn_w..o.attn_w + 3 * c * c], Some(&p[o.attn_b..o.attn_b + 3 * c]), n, c, 3 * c);
         let qkv: &[f32] = qkv;
         let atty = &mut a.atty[l * nc..(l + 1) * nc];
+        let probs = &mut a.probs[l * probs_len..(l + 1) * probs_len];
         attention_forward(
             atty,
-            Some(&mut a.probs[l * probs_len..(l + 1) * probs_len]),
+            Some(probs),
             HeadView::from_qkv(qkv, 0, t, c, hd),
             HeadView::from_qkv(qkv, 1, t, c, hd),
             HeadView::from_qkv(qkv, 2, t, c, hd),
             None,
             AttnDims { b, tq: t, past: 0, nh, hd },
         );
+        if let Some(d) = drop.filter(|d| d.attn > 0.0) {
+            let pd = &mut a.drop_probs[l * probs_len..(l + 1) * probs_len];
+            dropout_mask(pd, d.attn, &mut rng.fork(site(l, 0)));
+            for (m, &p) in pd.iter_mut().zip(&a.probs[l * probs_len..(l + 1) * probs_len]) {
+                *m *= p;
+            }
+            attention_apply(atty, pd, qkv, b, t, nh, hd);
+        }
         let proj = &mut a.proj[..nc];
         matmul_forward(
             proj,
@@ -258,6 +312,11 @@ fn forward_body(model: &Gpt2, a: &mut Activations) {
             c,
             c,
         );
+        if let Some(d) = drop.filter(|d| d.resid > 0.0) {
+            let m = &mut a.drop_res1[l * nc..(l + 1) * nc];
+            dropout_mask(m, d.resid, &mut rng.fork(site(l, 1)));
+            dropout_apply(proj, m);
+        }
         let mid = &mut a.res_mid[l * nc..(l + 1) * nc];
         residual_forward(mid, x_in, proj);
         let ln2 = &mut a.ln2[l * nc..(l + 1) * nc];
@@ -284,6 +343,11 @@ fn forward_body(model: &Gpt2, a: &mut Activations) {
             h,
             c,
         );
+        if let Some(d) = drop.filter(|d| d.resid > 0.0) {
+            let m = &mut a.drop_res2[l * nc..(l + 1) * nc];
+            dropout_mask(m, d.resid, &mut rng.fork(site(l, 2)));
+            dropout_apply(proj, m);
+        }
         residual_forward(x_out, mid, proj);
     }
     let l = lay.blocks.len();
@@ -359,22 +423,36 @@ fn backward_body(model: &Gpt2, a: &mut Activations, grads: &mut [f32], mask: &Gr
         );
     }
     let probs_len = b * nh * t * t;
+    let drop = a.drop;
+    let resid_drop = drop.is_some_and(|d| d.resid > 0.0);
     for l in (0..nl).rev() {
         if !mask.needs_block(l) {
             break;
         }
         let o = &lay.blocks[l];
         let want = |off: usize| mask.wants(off);
+        // gradient of a dropped-out projection output: dres ⊙ mask
+        let dproj = &mut a.dproj[..];
+        let dproj_of = |dproj: &mut [f32], dres: &[f32], m: &[f32]| {
+            dproj[..nc].copy_from_slice(dres);
+            dropout_apply(&mut dproj[..nc], m);
+        };
         // --- MLP: x_out = mid + gelu(ln2(mid)·Wfc + bfc)·Wp + bp
         let dfg = &mut a.dfch_gelu[..n * h];
         dfg.fill(0.0);
         {
+            let dout: &[f32] = if resid_drop {
+                dproj_of(dproj, dres, &a.drop_res2[l * nc..(l + 1) * nc]);
+                &dproj[..nc]
+            } else {
+                dres
+            };
             let (dw, db) = pair_mut(grads, (o.fc_proj_w, h * c), (o.fc_proj_b, c));
             matmul_backward(
                 Some(dfg),
                 want(o.fc_proj_w).then_some(dw),
                 want(o.fc_proj_b).then_some(db),
-                dres,
+                dout,
                 &a.fch_gelu[l * n * h..(l + 1) * n * h],
                 &p[o.fc_proj_w..o.fc_proj_w + h * c],
                 n,
@@ -419,12 +497,18 @@ fn backward_body(model: &Gpt2, a: &mut Activations, grads: &mut [f32], mask: &Gr
         let datty = &mut a.datty[..nc];
         datty.fill(0.0);
         {
+            let dout: &[f32] = if resid_drop {
+                dproj_of(dproj, dres, &a.drop_res1[l * nc..(l + 1) * nc]);
+                &dproj[..nc]
+            } else {
+                dres
+            };
             let (dw, db) = pair_mut(grads, (o.attn_proj_w, c * c), (o.attn_proj_b, c));
             matmul_backward(
                 Some(datty),
                 want(o.attn_proj_w).then_some(dw),
                 want(o.attn_proj_b).then_some(db),
-                dres,
+                dout,
                 &a.atty[l * nc..(l + 1) * nc],
                 &p[o.attn_proj_w..o.attn_proj_w + c * c],
                 n,
@@ -439,6 +523,8 @@ fn backward_body(model: &Gpt2, a: &mut Activations, grads: &mut [f32], mask: &Gr
             datty,
             &a.qkv[l * 3 * nc..(l + 1) * 3 * nc],
             &a.probs[l * probs_len..(l + 1) * probs_len],
+            drop.filter(|d| d.attn > 0.0)
+                .map(|d| (&a.drop_probs[l * probs_len..(l + 1) * probs_len], 1.0 / (1.0 - d.attn))),
             b,
             t,
             nh,
@@ -475,6 +561,9 @@ fn backward_body(model: &Gpt2, a: &mut Activations, grads: &mut [f32], mask: &Gr
         }
     }
     if mask.wants(lay.wte) || mask.wants(lay.wpe) {
+        if drop.is_some_and(|d| d.embd > 0.0) {
+            dropout_apply(dres, &a.drop_embd[..nc]);
+        }
         let (v, pn) = (cfg.vocab_size, cfg.n_positions);
         let (dwte, dwpe) = pair_mut(grads, (lay.wte, v * c), (lay.wpe, pn * c));
         embed_backward(
@@ -504,13 +593,34 @@ fn ln_grads<'g>(
     (if mask.wants(w) { gw } else { sw }, if mask.wants(b) { gb } else { sb })
 }
 
+/// Options of [`forward_backward_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct BackwardOptions<'a> {
+    /// Multiplies the gradient (use `1/K` for `K` accumulated micro-batches).
+    pub loss_scale: f32,
+    /// Tensors that receive gradients (the others are left untouched, and the backward pass
+    /// stops below the lowest trainable tensor).
+    pub mask: &'a GradMask,
+    /// Train mode: apply the config's dropout with masks drawn from this seed (same seed, same
+    /// masks). `None` = eval mode (no dropout).
+    pub dropout_seed: Option<u64>,
+}
+
+impl Default for BackwardOptions<'static> {
+    fn default() -> Self {
+        static ALL: std::sync::OnceLock<GradMask> = std::sync::OnceLock::new();
+        BackwardOptions { loss_scale: 1.0, mask: ALL.get_or_init(GradMask::all), dropout_seed: None }
+    }
+}
+
 /// Forward + backward of one micro-batch: accumulates `loss_scale · dL/dθ` into `grads`
 /// (flat, [`ParamLayout`](crate::ParamLayout) order) and returns the mean cross-entropy `L`
 /// over the targets that are not ignored.
 ///
 /// `tokens` `[B, T]`, `targets` `[B, T]` (`targets[b, t]` is the token that should follow
 /// `tokens[b, t]`; negative = ignored, like PyTorch's `ignore_index = -1`). Positions are
-/// `0..T` in every row. Use `loss_scale = 1/K` for `K` accumulated micro-batches.
+/// `0..T` in every row. Use `loss_scale = 1/K` for `K` accumulated micro-batches. No dropout
+/// (see [`forward_backward_with`]).
 ///
 /// Errors: [`Error::EmptyInput`] (empty batch, or every target ignored), [`Error::Shape`],
 /// [`Error::TokenOutOfVocab`], [`Error::SequenceTooLong`].
@@ -536,20 +646,18 @@ pub fn forward_backward(
     targets: ArrayView2<'_, i32>,
     loss_scale: f32,
 ) -> Result<f32> {
-    forward_backward_masked(model, acts, grads, tokens, targets, loss_scale, &GradMask::all())
+    let opts = BackwardOptions { loss_scale, ..Default::default() };
+    forward_backward_with(model, acts, grads, tokens, targets, &opts)
 }
 
-/// [`forward_backward`] computing gradients only for the tensors `mask` selects (the others
-/// are left untouched, and backward stops below the lowest trainable tensor).
-#[allow(clippy::too_many_arguments)]
-pub fn forward_backward_masked(
+/// [`forward_backward`] with a parameter subset and/or dropout (see [`BackwardOptions`]).
+pub fn forward_backward_with(
     model: &Gpt2,
     acts: &mut Activations,
     grads: &mut [f32],
     tokens: ArrayView2<'_, u32>,
     targets: ArrayView2<'_, i32>,
-    loss_scale: f32,
-    mask: &GradMask,
+    opts: &BackwardOptions<'_>,
 ) -> Result<f32> {
     if grads.len() != model.num_parameters() {
         return Err(Error::Shape(format!(
@@ -558,24 +666,24 @@ pub fn forward_backward_masked(
             model.num_parameters()
         )));
     }
-    let valid = load_batch(model, acts, tokens, targets, true)?;
-    forward_body(model, acts);
-    let scale = loss_scale / valid as f32;
-    let sum = head(model, acts, Some((grads, mask)), scale);
-    backward_body(model, acts, grads, mask);
+    let valid = load_batch(model, acts, tokens, targets, true, opts.dropout_seed.is_some())?;
+    forward_body(model, acts, &Rng::new(opts.dropout_seed.unwrap_or(0)));
+    let scale = opts.loss_scale / valid as f32;
+    let sum = head(model, acts, Some((grads, opts.mask)), scale);
+    backward_body(model, acts, grads, opts.mask);
     Ok((sum / valid as f64) as f32)
 }
 
-/// Mean cross-entropy of `model` on one batch (no gradients); same conventions as
-/// [`forward_backward`].
+/// Mean cross-entropy of `model` on one batch (eval mode: no dropout, no gradients); same
+/// conventions as [`forward_backward`].
 pub fn forward_loss(
     model: &Gpt2,
     acts: &mut Activations,
     tokens: ArrayView2<'_, u32>,
     targets: ArrayView2<'_, i32>,
 ) -> Result<f32> {
-    let valid = load_batch(model, acts, tokens, targets, false)?;
-    forward_body(model, acts);
+    let valid = load_batch(model, acts, tokens, targets, false, false)?;
+    forward_body(model, acts, &Rng::new(0));
     let sum = head(model, acts, None, 0.0);
     Ok((sum / valid as f64) as f32)
 }

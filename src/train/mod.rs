@@ -2,6 +2,8 @@
 //!
 //! - [`backprop`]: the training forward pass that saves what backward needs, and the backward
 //!   pass through every layer ([`forward_backward`], [`forward_loss`], [`Activations`]).
+//! - [`checkpoint`]: [`Checkpoint`] — model + optimizer + step + data position, resumed
+//!   bit-identically ([`Trainer::save_checkpoint`], [`Trainer::from_checkpoint`]).
 //! - [`optim`]: [`AdamW`] (decoupled weight decay on ≥ 2-D tensors) and global-norm clipping.
 //! - [`schedule`]: [`LrSchedule`] (constant, nanoGPT's warmup + cosine).
 //! - [`select`]: [`ParamSelection`] / [`GradMask`] — train a subset of the tensors.
@@ -14,13 +16,15 @@
 //! Data comes from any [`BatchSource`](crate::BatchSource) (e.g. [`DataLoader`](crate::DataLoader)).
 
 pub mod backprop;
+pub mod checkpoint;
 pub mod optim;
 pub mod plot;
 pub mod schedule;
 pub mod select;
 pub mod trainer;
 
-pub use backprop::{forward_backward, forward_backward_masked, forward_loss, Activations};
+pub use backprop::{forward_backward, forward_backward_with, forward_loss, Activations, BackwardOptions};
+pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT};
 pub use optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig};
 pub use schedule::LrSchedule;
 pub use select::{GradMask, ParamSelection};

@@ -8,6 +8,8 @@
 
 use std::ops::Range;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 use crate::model::params::glob_match;
 use crate::model::ParamLayout;
@@ -28,7 +30,7 @@ use crate::model::ParamLayout;
 /// let mask = ParamSelection::all().freeze_embeddings().resolve(&layout).unwrap();
 /// assert!(!mask.wants(layout.wte) && mask.wants(layout.ln_f_w));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParamSelection {
     base: bool,
     rules: Vec<(bool, String)>,

@@ -7,13 +7,14 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
-use super::backprop::{forward_backward_masked, forward_loss, Activations};
+use super::backprop::{forward_backward_with, forward_loss, Activations, BackwardOptions};
 use super::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig};
 use super::schedule::LrSchedule;
 use super::select::{GradMask, ParamSelection};
 use crate::data::BatchSource;
 use crate::error::{Error, Result};
 use crate::model::Gpt2;
+use crate::rng::Rng;
 
 /// A target id meaning "no loss here": the `u32` form of PyTorch's `ignore_index = -1`, for
 /// [`BatchSource`]s (which yield `u32`) whose targets must be masked.
@@ -30,7 +31,7 @@ pub enum NonFinitePolicy {
 }
 
 /// Everything a [`Trainer`] needs besides the model and the data.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainerConfig {
     /// AdamW settings.
     pub optimizer: AdamWConfig,
@@ -44,6 +45,9 @@ pub struct TrainerConfig {
     pub non_finite: NonFinitePolicy,
     /// Which tensors are trained (the rest are frozen: no gradient, no optimizer state).
     pub selection: ParamSelection,
+    /// Seed of the dropout masks (used only when the model config has dropout): micro-batch `i`
+    /// of step `s` uses masks derived from `(seed, s, i)`, so runs and resumed runs repeat.
+    pub seed: u64,
 }
 
 impl Default for TrainerConfig {
@@ -55,6 +59,7 @@ impl Default for TrainerConfig {
             grad_clip: None,
             non_finite: NonFinitePolicy::Error,
             selection: ParamSelection::all(),
+            seed: 0,
         }
     }
 }
@@ -240,16 +245,14 @@ impl Trainer {
         let k = micro.len();
         let mut loss_sum = 0f64;
         let mut tokens = 0;
-        for (x, y) in micro {
-            let l = forward_backward_masked(
-                &self.model,
-                &mut self.acts,
-                &mut self.grads,
-                *x,
-                *y,
-                1.0 / k as f32,
-                &self.mask,
-            )?;
+        let step_rng = Rng::new(self.cfg.seed).fork(self.step as u64);
+        for (i, (x, y)) in micro.iter().enumerate() {
+            let opts = BackwardOptions {
+                loss_scale: 1.0 / k as f32,
+                mask: &self.mask,
+                dropout_seed: Some(step_rng.fork(i as u64).next_u64()),
+            };
+            let l = forward_backward_with(&self.model, &mut self.acts, &mut self.grads, *x, *y, &opts)?;
             loss_sum += l as f64;
             tokens += x.len();
         }
