@@ -47,7 +47,7 @@ fn axpy_generic<const FMA: bool>(y: &mut [f32], alpha: f32, x: &[f32]) {
 /// `x` is clamped to `[-87, 88]`, split as `n·ln2 + r` with `|r| ≤ ln2/2`, and
 /// `e^r` comes from a degree-6 polynomial (relative error ≲ 2 ulp).
 #[inline(always)]
-fn exp_poly(x: f32) -> f32 {
+pub(crate) fn exp_poly(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
     const LN2_HI: f32 = 0.693_359_4;

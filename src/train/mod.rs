@@ -9,7 +9,9 @@
 //! - [`select`]: [`ParamSelection`] / [`GradMask`] — train a subset of the tensors.
 //! - [`plot`]: loss curves as SVG / PNG.
 //! - [`trainer`]: [`Trainer`] — one optimizer step at a time, with gradient accumulation,
-//!   returning [`StepStats`].
+//!   returning [`StepStats`]; [`Trainer::run`] with periodic [`EvalHook`]s (validation loss,
+//!   HellaSwag, task metrics).
+//! - [`weather`]: the seed exercise's synthetic HMM task (dataset, source, state accuracy).
 //!
 //! Parameters, gradients and moments share the flat [`ParamLayout`](crate::ParamLayout) order,
 //! so zeroing, the norm and the update are single passes over flat buffers.
@@ -22,13 +24,16 @@ pub mod plot;
 pub mod schedule;
 pub mod select;
 pub mod trainer;
+pub mod weather;
 
 pub use backprop::{forward_backward, forward_backward_with, forward_loss, Activations, BackwardOptions};
 pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT};
 pub use optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig};
 pub use schedule::LrSchedule;
 pub use select::{GradMask, ParamSelection};
-pub use trainer::{NonFinitePolicy, StepStats, Trainer, TrainerConfig, IGNORE_TARGET};
+pub use trainer::{
+    EvalFn, EvalHook, Metric, NonFinitePolicy, RunHistory, StepStats, TrainEvent, Trainer, TrainerConfig, IGNORE_TARGET,
+};
 
 /// Writes `value` as pretty JSON to `path` atomically (temporary file + rename), e.g. a run's
 /// loss history.

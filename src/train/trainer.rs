@@ -314,3 +314,101 @@ impl Trainer {
         forward_loss(&self.model, &mut self.acts, tokens, targets)
     }
 }
+
+/// The function of an [`EvalHook`]: a metric of the current model.
+pub type EvalFn<'a> = Box<dyn FnMut(&Gpt2) -> Result<f64> + 'a>;
+
+/// A periodic evaluation run by [`Trainer::run`]: validation loss, HellaSwag accuracy, a task
+/// metric — anything computed from the current model.
+pub struct EvalHook<'a> {
+    /// Metric name.
+    pub name: String,
+    /// Run after every `every` steps (0: only after the last step) and after the last step.
+    pub every: usize,
+    /// Computes the metric from the current model.
+    pub eval: EvalFn<'a>,
+}
+
+impl<'a> EvalHook<'a> {
+    /// A hook named `name` running `eval` every `every` steps.
+    pub fn new(name: impl Into<String>, every: usize, eval: impl FnMut(&Gpt2) -> Result<f64> + 'a) -> Self {
+        EvalHook { name: name.into(), every, eval: Box::new(eval) }
+    }
+}
+
+impl std::fmt::Debug for EvalHook<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvalHook").field("name", &self.name).field("every", &self.every).finish_non_exhaustive()
+    }
+}
+
+/// One evaluation result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    /// Hook name.
+    pub name: String,
+    /// Index of the step after which it was measured.
+    pub step: usize,
+    /// Value.
+    pub value: f64,
+}
+
+/// What [`Trainer::run`] reports as it goes.
+#[derive(Debug, Clone, Copy)]
+pub enum TrainEvent<'e> {
+    /// A step finished.
+    Step(&'e StepStats),
+    /// An evaluation hook ran.
+    Eval(&'e Metric),
+}
+
+/// Everything [`Trainer::run`] measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunHistory {
+    /// Per-step statistics.
+    pub steps: Vec<StepStats>,
+    /// Evaluation results in the order they were taken.
+    pub metrics: Vec<Metric>,
+}
+
+impl Trainer {
+    /// Trains until [`step_index`](Self::step_index) reaches `until`, running `hooks` on their
+    /// schedule and reporting every step and evaluation to `on_event` (progress bars, logs).
+    ///
+    /// ```
+    /// use gpt2::train::{weather::WeatherSource, EvalHook, LrSchedule, TrainEvent, Trainer, TrainerConfig};
+    /// use gpt2::{Config, Gpt2};
+    /// let model = Gpt2::new_random(Config::nano(11, 8), 0).unwrap();
+    /// let cfg = TrainerConfig { schedule: LrSchedule::Constant(1e-3), ..Default::default() };
+    /// let mut trainer = Trainer::new(model, cfg).unwrap();
+    /// let mut data = WeatherSource::new(8, 1);
+    /// let mut hooks = [EvalHook::new("params", 2, |m: &Gpt2| Ok(m.num_parameters() as f64))];
+    /// let mut seen = 0;
+    /// let h = trainer.run(&mut data, 4, &mut hooks, |e| if let TrainEvent::Step(_) = e { seen += 1 }).unwrap();
+    /// assert_eq!((h.steps.len(), h.metrics.len(), seen), (4, 2, 4));
+    /// ```
+    pub fn run(
+        &mut self,
+        source: &mut dyn BatchSource,
+        until: usize,
+        hooks: &mut [EvalHook<'_>],
+        mut on_event: impl FnMut(TrainEvent<'_>),
+    ) -> Result<RunHistory> {
+        let mut hist = RunHistory::default();
+        while self.step < until {
+            let st = self.step(source)?;
+            on_event(TrainEvent::Step(&st));
+            hist.steps.push(st);
+            let last = self.step == until;
+            for h in hooks.iter_mut() {
+                if last || (h.every > 0 && self.step % h.every == 0) {
+                    let value = (h.eval)(&self.model)?;
+                    let m = Metric { name: h.name.clone(), step: st.step, value };
+                    on_event(TrainEvent::Eval(&m));
+                    hist.metrics.push(m);
+                }
+            }
+        }
+        Ok(hist)
+    }
+}
