@@ -124,6 +124,9 @@ struct Args {
     /// Output directory for the model, losses.json, loss.svg and loss.png.
     #[arg(long, default_value = "runs/train")]
     out: PathBuf,
+    /// Do not write the final model (timing runs); losses.json and the plots are still written.
+    #[arg(long)]
+    no_save: bool,
     /// Storage dtype of the saved weights.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
     save_dtype: String,
@@ -373,7 +376,9 @@ fn run(args: &Args) -> gpt2::Result<()> {
 
     // --- outputs ---------------------------------------------------------------------------------
     std::fs::create_dir_all(&args.out).map_err(|e| Error::Io { path: args.out.clone(), source: e })?;
-    trainer.model().save_with_dtype(&args.out, save_dtype)?;
+    if !args.no_save {
+        trainer.model().save_with_dtype(&args.out, save_dtype)?;
+    }
     let run_steps = &history[history.len() - (args.steps - first_step).min(history.len())..];
     let tail = history.len().clamp(1, 20);
     let final_train = history.iter().rev().take(tail).map(|s| s.loss as f64).sum::<f64>() / tail as f64;

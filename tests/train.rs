@@ -278,3 +278,76 @@ fn weather_task_loss_falls_and_beats_the_majority_baseline() {
     assert!(acc.model > acc.majority + 0.1, "{acc:?}");
     assert!(acc.bayes >= acc.majority && acc.model <= 1.0);
 }
+
+/// Finite differences of `L = Σ out ⊙ g` for the matmul kernels the training uses
+/// (`out = x·w + b` and the tied head `out = x·wtᵀ`); the other kernels' checks live beside them.
+#[test]
+fn matmul_backward_kernels_match_finite_differences() {
+    use gpt2::kernels::matmul::{matmul_backward, matmul_bt_backward, matmul_forward_naive};
+    let (m, k, n) = (5, 4, 6);
+    let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 97) as f32 / 97.0 - 0.5;
+    let x: Vec<f32> = (0..m * k).map(|i| val(i, 1)).collect();
+    let w: Vec<f32> = (0..k * n).map(|i| val(i, 2)).collect();
+    let b: Vec<f32> = (0..n).map(|i| val(i, 3)).collect();
+    let g: Vec<f32> = (0..m * n).map(|i| val(i, 4)).collect();
+    let loss = |x: &[f32], w: &[f32], b: Option<&[f32]>| {
+        let mut o = vec![0f32; m * n];
+        matmul_forward_naive(&mut o, x, w, b, m, k, n);
+        o.iter().zip(&g).map(|(&a, &c)| a as f64 * c as f64).sum::<f64>()
+    };
+    let fd = |f: &dyn Fn(f32) -> f64| (f(1e-2) - f(-1e-2)) / 2e-2;
+    let (mut dx, mut dw, mut db) = (vec![0f32; m * k], vec![0f32; k * n], vec![0f32; n]);
+    matmul_backward(Some(&mut dx), Some(&mut dw), Some(&mut db), &g, &x, &w, m, k, n);
+    let close = |a: f64, b: f32| (a - b as f64).abs() < 1e-4 * (1.0 + a.abs());
+    for i in 0..m * k {
+        assert!(
+            close(
+                fd(&|e| {
+                    let mut p = x.clone();
+                    p[i] += e;
+                    loss(&p, &w, Some(&b))
+                }),
+                dx[i]
+            ),
+            "dx[{i}]"
+        );
+    }
+    for i in 0..k * n {
+        assert!(
+            close(
+                fd(&|e| {
+                    let mut p = w.clone();
+                    p[i] += e;
+                    loss(&x, &p, Some(&b))
+                }),
+                dw[i]
+            ),
+            "dw[{i}]"
+        );
+    }
+    for i in 0..n {
+        assert!(
+            close(
+                fd(&|e| {
+                    let mut p = b.clone();
+                    p[i] += e;
+                    loss(&x, &w, Some(&p))
+                }),
+                db[i]
+            ),
+            "db[{i}]"
+        );
+    }
+    // tied head: wt [n, k] is wᵀ
+    let wt: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+    let (mut dx2, mut dwt) = (vec![0f32; m * k], vec![0f32; n * k]);
+    matmul_bt_backward(Some(&mut dx2), Some(&mut dwt), &g, &x, &wt, m, k, n);
+    for (a, b) in dx2.iter().zip(&dx) {
+        assert!((a - b).abs() < 1e-6);
+    }
+    for j in 0..n {
+        for p in 0..k {
+            assert!((dwt[j * k + p] - dw[p * n + j]).abs() < 1e-6);
+        }
+    }
+}
