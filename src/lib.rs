@@ -25,6 +25,7 @@ pub mod kernels;
 pub mod model;
 pub mod rng;
 pub mod tokenizer;
+pub mod train;
 
 pub use data::{BatchSource, DataLoader, LoaderConfig};
 pub use error::{Error, Result};

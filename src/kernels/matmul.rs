@@ -72,8 +72,11 @@ fn gemm(m: usize, k: usize, n: usize, a: Operand, b: Operand, beta: f32, c: &mut
     let flops = m * k * n;
     if threads == 1 || flops < 1 << 18 {
         run(0, m, 0, n);
-    } else if m >= 64 * threads {
-        let chunk = m.div_ceil(threads * 2).max(32);
+    } else if m >= 64 * threads && (m >= n || n < 64 * threads) {
+        // Each task packs all of `b` (k × n): split rows when `b` is the smaller operand.
+        // a large `b` is packed once per task: then one task per thread
+        let tasks = if k * n > 1 << 19 { threads } else { threads * 2 };
+        let chunk = m.div_ceil(tasks).max(32);
         let starts: Vec<usize> = (0..m).step_by(chunk).collect();
         starts.into_par_iter().for_each(|r0| run(r0, (r0 + chunk).min(m), 0, n));
     } else {

@@ -3,9 +3,11 @@
 //! oracle used by the tests.
 
 pub mod attention;
+pub mod dropout;
 pub mod embed;
 pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
+pub mod residual;
 pub mod simd;
 pub mod softmax;
