@@ -18,6 +18,7 @@
 pub struct ReadmeDoctests;
 
 pub mod data;
+pub mod edit;
 pub mod error;
 mod fsutil;
 pub mod inspect;
