@@ -35,17 +35,18 @@ struct Args {
     /// The old target, to report its probability (default: the model's greedy next token).
     #[arg(long)]
     old_target: Option<String>,
-    /// Blocks to edit, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "0")]
+    /// Blocks to edit, comma-separated. (The defaults of this example are tuned for the small
+    /// bundled model; ROME's FT-L settings for GPT-2 are `--layers 0 --lr 5e-4 --norm-constraint 5e-4`.)
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
     layers: Vec<usize>,
     /// Tensor-name template; every tensor whose name contains it (per layer) is edited.
     #[arg(long, default_value = "h.{}.mlp.c_proj")]
     module: String,
     /// ε of the box constraint around the original weights; 0 or less disables it.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 1e-2)]
     norm_constraint: f32,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 1e-2)]
     lr: f64,
     /// Optimisation steps.
     #[arg(long, default_value_t = 25)]

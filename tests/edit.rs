@@ -162,3 +162,21 @@ fn bad_edit_inputs_are_typed_errors() {
     assert_eq!(model.params(), &before[..], "a failed edit must not touch the model");
     assert!(matches!("banana".parse::<EditObjective>(), Err(Error::InvalidArgument { .. })));
 }
+
+#[test]
+fn editing_the_bundled_model_flips_the_fact_with_small_locality_cost() {
+    let tok = Tokenizer::gpt2().unwrap();
+    let mut model = Gpt2::load(gpt2::model::io::bundled_model_dir()).unwrap();
+    let req = EditRequest::new("{} is located in", "The Eiffel Tower", "Rome");
+    let neighbours = vec!["To be, or not to be, that is the".to_string()];
+    let before = EditProbe::measure(&model, &tok, &req, Some("the"), &neighbours).unwrap();
+    let cfg = EditConfig { layers: vec![1, 2], lr: 1e-2, norm_constraint: Some(1e-2), ..EditConfig::default() };
+    edit(&mut model, &tok, &[req.clone()], &cfg).unwrap();
+    let after = EditProbe::measure(&model, &tok, &req, Some("the"), &neighbours).unwrap();
+    let r = before.compare(&after);
+    // before: the model prefers " the"; after: " Rome" beats it and is generated greedily
+    assert!(r.p_old.unwrap().0 > r.p_new.0, "{r:?}");
+    assert!(r.p_new.1 > r.p_old.unwrap().1, "{r:?}");
+    assert!(r.generates_new.1, "{r:?}");
+    assert!(r.locality_kl[0] < 1.0, "{r:?}");
+}
