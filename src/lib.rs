@@ -19,6 +19,7 @@ pub struct ReadmeDoctests;
 
 pub mod data;
 pub mod error;
+pub mod eval;
 mod fsutil;
 pub mod inspect;
 pub mod kernels;
