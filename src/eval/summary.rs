@@ -78,6 +78,7 @@ pub struct EvalSummary {
     /// Wall-clock seconds of the evaluation.
     pub seconds: f64,
     /// `tokens / seconds`.
+    #[serde(with = "float_or_inf")]
     pub tokens_per_second: f64,
 }
 
