@@ -59,7 +59,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let path = args.model.clone().unwrap_or_else(default_model);
     let model = Gpt2::load(&path).map_err(|e| format!("cannot load the model at {}: {e}", path.display()))?;
     let tok = Tokenizer::gpt2()?;
-    let file = args.file.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/data/hellaswag_mini.jsonl"));
+    let file = args
+        .file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/data/hellaswag_mini.jsonl"));
     let data = read_hellaswag(&file, ReadOptions { skip_malformed: args.skip_malformed, limit: args.limit })?;
 
     let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(0) };
@@ -91,12 +94,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{} style: n = {}, acc = {:.4}, acc_norm = {:.4} ({} per {}), {:.1} s",
+            "{} style: n = {}, acc = {:.4}, acc_norm = {:.4} (loss per {}), {:.1} s",
             res.style,
             res.n,
             res.acc,
             res.acc_norm,
-            "loss",
             if res.style == HellaSwagStyle::Harness { "character" } else { "token" },
             seconds
         );

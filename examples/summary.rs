@@ -54,7 +54,10 @@ fn default_model() -> PathBuf {
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let models = if args.model.is_empty() { vec![default_model()] } else { args.model.clone() };
-    let file = args.file.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/corpus/shakespeare_val.txt"));
+    let file = args
+        .file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/corpus/shakespeare_val.txt"));
     let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let tok = Tokenizer::gpt2()?;
     let mut tokens = tok.encode(&text);

@@ -63,7 +63,10 @@ fn window_geometry_is_checked() {
     let e = ev.sliding_window(&tokens, SlidingWindow::new(32, 8)).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { name: "max_length", .. }), "{e}");
     assert!(e.to_string().contains("n_positions = 16"), "{e}");
-    assert!(matches!(ev.sliding_window(&tokens, SlidingWindow::new(8, 0)), Err(Error::InvalidArgument { name: "stride", .. })));
+    assert!(matches!(
+        ev.sliding_window(&tokens, SlidingWindow::new(8, 0)),
+        Err(Error::InvalidArgument { name: "stride", .. })
+    ));
     assert!(matches!(
         ev.sliding_window(&tokens, SlidingWindow::new(1, 1)),
         Err(Error::InvalidArgument { name: "max_length", .. })
@@ -82,7 +85,10 @@ fn lengths_vocab_labels_and_batch_size() {
     assert!(matches!(ev.token_nlls(&[1, 50257]), Err(Error::TokenOutOfVocab { token: 50257, .. })));
     assert!(matches!(ev.cross_entropy(&[1, 2], &[None]), Err(Error::Shape(_))));
     assert!(matches!(labels_from_hf(&[3, -5]), Err(Error::InvalidArgument { name: "labels", .. })));
-    assert!(matches!(Evaluator::new(&model).with_batch_size(0), Err(Error::InvalidArgument { name: "batch_size", .. })));
+    assert!(matches!(
+        Evaluator::new(&model).with_batch_size(0),
+        Err(Error::InvalidArgument { name: "batch_size", .. })
+    ));
     assert!(matches!(ScoreRow::new(vec![1, 2], vec![None]), Err(Error::Shape(_))));
     assert!(matches!(ScoreRow::tail(&[1, 2, 3], 0), Err(Error::InvalidArgument { .. })));
     assert!(matches!(ScoreRow::tail(&[1, 2, 3], 3), Err(Error::InvalidArgument { .. })));
@@ -110,7 +116,8 @@ fn malformed_jsonl_reports_the_line() {
         (&GOOD.replace(r#""a.","b.","c.","d.""#, r#""a.","b.",3,"d.""#), "ending must be a string"),
     ];
     for (line, want) in cases {
-        let e = parse_hellaswag(format!("{GOOD}\n{line}").as_bytes(), "f.jsonl".as_ref(), ReadOptions::default()).unwrap_err();
+        let e = parse_hellaswag(format!("{GOOD}\n{line}").as_bytes(), "f.jsonl".as_ref(), ReadOptions::default())
+            .unwrap_err();
         match e {
             Error::Data { line: 2, reason, .. } => assert!(reason.contains(want), "{reason} lacks {want}"),
             e => panic!("unexpected {e}"),
@@ -123,7 +130,11 @@ fn malformed_jsonl_reports_the_line() {
     // missing file
     assert!(matches!(read_hellaswag("/nonexistent/hs.jsonl", ReadOptions::default()), Err(Error::NotFound(_))));
     // string labels (HF datasets copy) are fine
-    let d = parse_hellaswag(GOOD.replace(r#""label":3"#, r#""label":"2""#).as_bytes(), "f".as_ref(), ReadOptions::default());
+    let d = parse_hellaswag(
+        GOOD.replace(r#""label":3"#, r#""label":"2""#).as_bytes(),
+        "f".as_ref(),
+        ReadOptions::default(),
+    );
     assert_eq!(d.unwrap().examples[0].label, 2);
 }
 
@@ -141,7 +152,10 @@ fn endings_count_must_be_four() {
     let tok = Tokenizer::gpt2().unwrap();
     let mut ex = example();
     ex.endings.pop();
-    assert!(matches!(Evaluator::new(&model).hellaswag(&tok, &[ex], HellaSwagStyle::Completion), Err(Error::Data { .. })));
+    assert!(matches!(
+        Evaluator::new(&model).hellaswag(&tok, &[ex], HellaSwagStyle::Completion),
+        Err(Error::Data { .. })
+    ));
     assert!(matches!(Evaluator::new(&model).hellaswag(&tok, &[], HellaSwagStyle::Harness), Err(Error::EmptyInput(_))));
 }
 
@@ -168,7 +182,9 @@ fn over_long_examples_completion_refuses_harness_truncates_left() {
     let model = nano(); // n_positions = 16
     let tok = Tokenizer::gpt2().unwrap();
     let mut ex = example();
-    ex.ctx = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen".into();
+    ex.ctx =
+        "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen"
+            .into();
     ex.ctx_a = ex.ctx.clone();
     ex.ctx_b = String::new();
     assert!(matches!(render(&ex, &tok, HellaSwagStyle::Completion, 16), Err(Error::SequenceTooLong { .. })));

@@ -136,12 +136,20 @@ fn sliding_window_exact_and_hf_guide_numbers() {
     assert_eq!(tok.encode(s["text"].as_str().unwrap()), tokens);
     for case in s["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        let w = SlidingWindow::new(case["max_length"].as_u64().unwrap() as usize, case["stride"].as_u64().unwrap() as usize);
+        let w = SlidingWindow::new(
+            case["max_length"].as_u64().unwrap() as usize,
+            case["stride"].as_u64().unwrap() as usize,
+        );
         let (ex, hf) = (&case["exact"], &case["hf_guide"]);
         let mut avgs = Vec::new();
         for bs in BATCH_SIZES {
             let res = Evaluator::new(&model).with_batch_size(bs).unwrap().sliding_window(&tokens, w).unwrap();
-            assert_rel(&format!("{name} bs {bs} per-token NLL"), &res.token_nlls, &floats(&r, &format!("sliding.{name}.nll")), REL);
+            assert_rel(
+                &format!("{name} bs {bs} per-token NLL"),
+                &res.token_nlls,
+                &floats(&r, &format!("sliding.{name}.nll")),
+                REL,
+            );
             assert_eq!(res.stats.tokens as u64, ex["tokens"].as_u64().unwrap());
             assert_eq!(res.stats.tokens, tokens.len() - 1, "every token after the first, once");
             assert_eq!(res.windows as u64, ex["windows"].as_u64().unwrap());
@@ -175,8 +183,18 @@ fn completion_scoring_matches_reference() {
         }
         let sums: Vec<f64> = got.iter().map(|g| g.sum_nll).collect();
         let means: Vec<f64> = got.iter().map(|g| g.mean_nll).collect();
-        assert_rel(&format!("completion bs {bs} sum"), &sums, &cands.iter().map(|c| f(&c["sum"])).collect::<Vec<_>>(), REL);
-        assert_rel(&format!("completion bs {bs} mean"), &means, &cands.iter().map(|c| f(&c["mean"])).collect::<Vec<_>>(), REL);
+        assert_rel(
+            &format!("completion bs {bs} sum"),
+            &sums,
+            &cands.iter().map(|c| f(&c["sum"])).collect::<Vec<_>>(),
+            REL,
+        );
+        assert_rel(
+            &format!("completion bs {bs} mean"),
+            &means,
+            &cands.iter().map(|c| f(&c["mean"])).collect::<Vec<_>>(),
+            REL,
+        );
         if first.is_empty() {
             first = sums;
         } else {

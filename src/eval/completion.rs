@@ -56,9 +56,12 @@ impl Evaluator<'_> {
     /// assert_eq!((s[0].tokens, s[1].tokens), (1, 3));
     /// assert!((s[1].mean_nll - s[1].sum_nll / 3.0).abs() < 1e-12);
     /// ```
-    pub fn score_completions<C: AsRef<[u32]>>(&self, context: &[u32], completions: &[C]) -> Result<Vec<CompletionScore>> {
-        let rows =
-            completions.iter().map(|c| ScoreRow::completion(context, c.as_ref())).collect::<Result<Vec<_>>>()?;
+    pub fn score_completions<C: AsRef<[u32]>>(
+        &self,
+        context: &[u32],
+        completions: &[C],
+    ) -> Result<Vec<CompletionScore>> {
+        let rows = completions.iter().map(|c| ScoreRow::completion(context, c.as_ref())).collect::<Result<Vec<_>>>()?;
         Ok(self.score(&rows)?.iter().map(|n| CompletionScore::from_nlls(n)).collect())
     }
 }

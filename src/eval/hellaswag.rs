@@ -270,7 +270,12 @@ pub struct RenderedExample {
 /// Renders an example into token rows (see the module docs). `n_positions`
 /// bounds the model input: the harness truncates contexts from the left as
 /// lm-evaluation-harness does; the completion style refuses over-long rows.
-pub fn render(ex: &HellaSwagExample, tok: &Tokenizer, style: HellaSwagStyle, n_positions: usize) -> Result<RenderedExample> {
+pub fn render(
+    ex: &HellaSwagExample,
+    tok: &Tokenizer,
+    style: HellaSwagStyle,
+    n_positions: usize,
+) -> Result<RenderedExample> {
     let bad = |reason: String| Error::Data { path: PathBuf::from("<hellaswag>"), line: ex.line, reason };
     let mut r = RenderedExample { contexts: Vec::new(), endings: Vec::new(), norm: Vec::new() };
     match style {
@@ -290,7 +295,8 @@ pub fn render(ex: &HellaSwagExample, tok: &Tokenizer, style: HellaSwagStyle, n_p
             }
         }
         HellaSwagStyle::Harness => {
-            let query = harness_preprocess(&format!("{}: {} {}", ex.activity_label, ex.ctx_a, py_capitalize(&ex.ctx_b)));
+            let query =
+                harness_preprocess(&format!("{}: {} {}", ex.activity_label, ex.ctx_a, py_capitalize(&ex.ctx_b)));
             for e in &ex.endings {
                 let choice = harness_preprocess(e);
                 let chars = choice.chars().count();
@@ -363,7 +369,12 @@ pub struct HellaSwagEval {
 impl Evaluator<'_> {
     /// Scores HellaSwag examples in a style; all endings of all examples are
     /// batched `batch_size` rows at a time.
-    pub fn hellaswag(&self, tok: &Tokenizer, examples: &[HellaSwagExample], style: HellaSwagStyle) -> Result<HellaSwagEval> {
+    pub fn hellaswag(
+        &self,
+        tok: &Tokenizer,
+        examples: &[HellaSwagExample],
+        style: HellaSwagStyle,
+    ) -> Result<HellaSwagEval> {
         if examples.is_empty() {
             return Err(Error::EmptyInput("no HellaSwag examples".into()));
         }
@@ -387,7 +398,8 @@ impl Evaluator<'_> {
         let nlls = self.score(&rows)?;
         let mut predictions = Vec::with_capacity(examples.len());
         for (i, ex) in examples.iter().enumerate() {
-            let sum_losses: Vec<f64> = nlls[i * NUM_ENDINGS..(i + 1) * NUM_ENDINGS].iter().map(|n| n.iter().sum()).collect();
+            let sum_losses: Vec<f64> =
+                nlls[i * NUM_ENDINGS..(i + 1) * NUM_ENDINGS].iter().map(|n| n.iter().sum()).collect();
             let avg_losses: Vec<f64> = sum_losses.iter().zip(&norms[i]).map(|(s, d)| s / d).collect();
             predictions.push(HellaSwagPrediction {
                 line: ex.line,

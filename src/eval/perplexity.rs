@@ -62,7 +62,10 @@ impl SlidingWindow {
         if self.stride > self.max_length {
             return Err(Error::arg(
                 "stride",
-                format!("{} is larger than max_length = {}: tokens between windows would never be scored", self.stride, self.max_length),
+                format!(
+                    "{} is larger than max_length = {}: tokens between windows would never be scored",
+                    self.stride, self.max_length
+                ),
             ));
         }
         Ok(())

@@ -196,7 +196,13 @@ impl<'m> Evaluator<'m> {
             return Err(Error::SequenceTooLong { len: row.inputs.len(), n_positions: cfg.n_positions });
         }
         let v = cfg.vocab_size;
-        let bad = row.inputs.iter().copied().chain(row.targets.iter().flatten().copied()).enumerate().find(|(_, t)| *t as usize >= v);
+        let bad = row
+            .inputs
+            .iter()
+            .copied()
+            .chain(row.targets.iter().flatten().copied())
+            .enumerate()
+            .find(|(_, t)| *t as usize >= v);
         if let Some((position, token)) = bad {
             return Err(Error::TokenOutOfVocab { token, position, vocab_size: v });
         }

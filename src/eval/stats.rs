@@ -66,7 +66,7 @@ fn exp_nonpos<const FMA: bool>(x: f32) -> f32 {
     p = fma(p, r, 8.333_452e-3);
     p = fma(p, r, 4.166_579_6e-2);
     p = fma(p, r, 1.666_666_5e-1);
-    p = fma(p, r, 5.000_000_1e-1);
+    p = fma(p, r, 0.5);
     let e = fma(p * r, r, r) + 1.0;
     e * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
@@ -80,7 +80,7 @@ fn lse_generic<const FMA: bool>(row: &[f32]) -> f64 {
     for c in &mut chunks {
         for i in 0..LANES {
             mx[i] = if c[i] > mx[i] { c[i] } else { mx[i] };
-            nan[i] |= (c[i] != c[i]) as u32;
+            nan[i] |= c[i].is_nan() as u32;
         }
     }
     let mut max = mx.iter().copied().fold(f32::NEG_INFINITY, f32::max);

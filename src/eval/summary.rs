@@ -84,7 +84,13 @@ pub struct EvalSummary {
 
 impl EvalSummary {
     /// Builds a summary from a token-weighted accumulator and the elapsed time.
-    pub fn new(model_id: impl Into<String>, model: &Gpt2, batch_size: usize, stats: LossStats, seconds: f64) -> Result<Self> {
+    pub fn new(
+        model_id: impl Into<String>,
+        model: &Gpt2,
+        batch_size: usize,
+        stats: LossStats,
+        seconds: f64,
+    ) -> Result<Self> {
         let avg_loss = stats.mean().ok_or_else(|| Error::EmptyInput("no scored tokens to summarize".into()))?;
         Ok(EvalSummary {
             model: model_id.into(),
