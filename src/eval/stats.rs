@@ -26,7 +26,7 @@ pub fn token_nll(row: &[f32], target: usize) -> f64 {
 /// `log Σ exp(row)` of a row `[V]`: f32 max, f32 `exp(x − max)`, f64 sum.
 ///
 /// `exp` is a Cephes-style polynomial (range reduction by `ln 2`, degree-6
-/// polynomial, max relative error ≈ 2e-7 on `[−87, 0]`) written so that it
+/// polynomial, max relative error ≈ 1e-7 on `[−87, 0]`) written so that it
 /// vectorises; it is compiled for AVX-512, AVX2+FMA and the baseline and the
 /// widest supported version is chosen at run time.
 pub fn logsumexp_f64(row: &[f32]) -> f64 {
