@@ -262,3 +262,42 @@ impl<'m> Evaluator<'m> {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Config;
+
+    #[test]
+    fn evaluator_and_results_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Evaluator<'static>>();
+        assert_send_sync::<ScoreRow>();
+        assert_send_sync::<crate::eval::SlidingWindowEval>();
+        assert_send_sync::<crate::eval::HellaSwagEval>();
+    }
+
+    #[test]
+    fn progress_reports_every_batch_and_order_is_preserved() {
+        let model = Gpt2::new_random(Config::nano(16, 60), 1).unwrap();
+        let calls = std::sync::Mutex::new(Vec::new());
+        let ev =
+            Evaluator::new(&model).with_batch_size(2).unwrap().with_progress(|d, t| calls.lock().unwrap().push((d, t)));
+        let rows: Vec<ScoreRow> = [vec![1, 2], vec![3, 4, 5, 6, 7], vec![8, 9, 10], vec![11, 12, 13, 14, 15, 16]]
+            .iter()
+            .map(|s| ScoreRow::next_token(s).unwrap())
+            .collect();
+        let out = ev.score(&rows).unwrap();
+        assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 4, 2, 5]);
+        drop(ev);
+        assert_eq!(calls.into_inner().unwrap(), vec![(2, 4), (4, 4)]);
+        // each row alone gives the same numbers
+        let single = Evaluator::new(&model).with_batch_size(1).unwrap();
+        for (row, want) in rows.iter().zip(&out) {
+            let got = &single.score(std::slice::from_ref(row)).unwrap()[0];
+            for (a, b) in got.iter().zip(want) {
+                assert!((a - b).abs() < 1e-5 * b.abs(), "{a} vs {b}");
+            }
+        }
+    }
+}
