@@ -226,8 +226,11 @@ pub fn py_capitalize(s: &str) -> String {
 ///
 /// ```
 /// use gpt2::eval::hellaswag::harness_preprocess;
-/// assert_eq!(harness_preprocess(" Fix a tire [title] Remove the wheel.  [step] Lift it. "),
+/// // the same strings as CPython's `re` / `str.replace` give:
+/// assert_eq!(harness_preprocess(" Fix a tire [title] Remove the wheel. [step] Lift it. "),
 ///            "Fix a tire. Remove the wheel. Lift it.");
+/// // three spaces become two: `replace("  ", " ")` runs once, like Python
+/// assert_eq!(harness_preprocess("Remove the wheel.  [step] Lift it."), "Remove the wheel.  Lift it.");
 /// ```
 pub fn harness_preprocess(text: &str) -> String {
     let t = text.trim_matches(py_space).replace(" [title]", ". ");
