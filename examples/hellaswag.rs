@@ -64,6 +64,17 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/data/hellaswag_mini.jsonl"));
     let data = read_hellaswag(&file, ReadOptions { skip_malformed: args.skip_malformed, limit: args.limit })?;
+    if data.examples.is_empty() && !data.skipped.is_empty() {
+        let first = &data.skipped[0];
+        return Err(format!(
+            "{}: all {} non-blank line(s) are malformed (line {}: {})",
+            file.display(),
+            data.skipped.len(),
+            first.line,
+            first.reason
+        )
+        .into());
+    }
 
     let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} endings {per_sec} eta {eta}").expect("template"));
