@@ -20,6 +20,7 @@ pub struct ReadmeDoctests;
 pub mod data;
 pub mod edit;
 pub mod error;
+pub mod eval;
 mod fsutil;
 pub mod inspect;
 pub mod kernels;
