@@ -22,6 +22,7 @@ pub mod edit;
 pub mod error;
 pub mod eval;
 mod fsutil;
+pub mod generate;
 pub mod inspect;
 pub mod kernels;
 pub mod model;
