@@ -18,7 +18,9 @@
 pub struct ReadmeDoctests;
 
 pub mod data;
+pub mod edit;
 pub mod error;
+pub mod eval;
 mod fsutil;
 pub mod inspect;
 pub mod kernels;

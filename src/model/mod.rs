@@ -79,6 +79,29 @@ impl Gpt2 {
         self.params.len()
     }
 
+    /// Where the forward pass runs, as reported in evaluation summaries (`"cpu"`).
+    ///
+    /// ```
+    /// # use gpt2::{Config, Gpt2};
+    /// let model = Gpt2::new_random(Config::nano(16, 100), 0).unwrap();
+    /// assert_eq!(model.device_label(), "cpu");
+    /// ```
+    pub fn device_label(&self) -> &'static str {
+        "cpu"
+    }
+
+    /// The element type the forward pass computes in, as reported in evaluation
+    /// summaries (`"f32"`; weights stored in f16/bf16 are upcast on load).
+    ///
+    /// ```
+    /// # use gpt2::{Config, Gpt2};
+    /// let model = Gpt2::new_random(Config::nano(16, 100), 0).unwrap();
+    /// assert_eq!(model.dtype_label(), "f32");
+    /// ```
+    pub fn dtype_label(&self) -> &'static str {
+        "f32"
+    }
+
     /// Logits for every position of one sequence: `[T, vocab_size]`.
     pub fn logits(&self, tokens: &[u32]) -> Result<Array2<f32>> {
         let t = tokens.len();
