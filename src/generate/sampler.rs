@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(l, vec![1.0, -4.0, 1.0]);
         // greedy with a penalty switches away from a repeated token
         let mut s = sampler(SamplingParams { repetition_penalty: 2.0, ..SamplingParams::greedy() });
-        assert_eq!(s.sample(&mut vec![2.0, 1.5], &[0]), 1);
+        assert_eq!(s.sample(&mut [2.0, 1.5], &[0]), 1);
     }
 
     #[test]
@@ -295,7 +295,7 @@ mod tests {
         assert!(l.iter().enumerate().all(|(i, &v)| i == 3 || v == 0.0));
         let mut s = sampler(SamplingParams { no_repeat_ngram_size: 2, ..SamplingParams::greedy() });
         // (4, 5) occurred; after 4 the best token 5 is banned → next best 0
-        assert_eq!(s.sample(&mut vec![1.0, 0.0, 0.0, 0.0, 0.0, 9.0], &[4, 5, 4]), 0);
+        assert_eq!(s.sample(&mut [1.0, 0.0, 0.0, 0.0, 0.0, 9.0], &[4, 5, 4]), 0);
     }
 
     #[test]
