@@ -18,13 +18,17 @@
 pub struct ReadmeDoctests;
 
 pub mod data;
+pub mod edit;
 pub mod error;
+pub mod eval;
 mod fsutil;
+pub mod generate;
 pub mod inspect;
 pub mod kernels;
 pub mod model;
 pub mod rng;
 pub mod tokenizer;
+pub mod train;
 
 pub use data::{BatchSource, DataLoader, LoaderConfig};
 pub use error::{Error, Result};

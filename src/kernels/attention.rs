@@ -7,7 +7,6 @@
 
 use rayon::prelude::*;
 
-#[allow(unused_imports)] // axpy: also used by the backward kernels (train branch)
 use super::simd::{axpy, dot};
 
 /// A strided view of a `[B, NH, T, hd]` tensor: element `(b, h, t, d)` is at
@@ -60,14 +59,12 @@ impl AttnDims {
     }
 }
 
-#[allow(dead_code)] // used by the backward kernels (train branch)
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
 // SAFETY: tasks write disjoint (b, h) regions.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-#[allow(dead_code)] // used by the backward kernels (train branch)
 impl SendPtr {
     /// The pointer (a method, so closures capture the whole `Send` wrapper).
     #[inline(always)]
@@ -137,6 +134,101 @@ pub fn attention_probs(probs: &mut [f32], q: HeadView, k: HeadView, key_mask: Op
             prow[..n_keys].iter_mut().for_each(|s| *s *= inv);
         }
     });
+}
+
+/// `out[B, T, NH·hd] = probs[B, NH, T, T] · v` — attention output from given (e.g. dropped-out)
+/// causal probabilities, with `v` read from fused `qkv[B, T, 3C]`.
+pub fn attention_apply(out: &mut [f32], probs: &[f32], qkv: &[f32], b: usize, t: usize, nh: usize, hd: usize) {
+    let c = nh * hd;
+    assert!(out.len() >= b * t * c && probs.len() >= b * nh * t * t && qkv.len() >= b * t * 3 * c);
+    let op = SendPtr(out.as_mut_ptr());
+    (0..b * nh).into_par_iter().for_each(|bh| {
+        let (bi, h) = (bh / nh, bh % nh);
+        for i in 0..t {
+            // SAFETY: output row (bi, i, head h) belongs to this task only.
+            let orow = unsafe { std::slice::from_raw_parts_mut(op.get().add((bi * t + i) * c + h * hd), hd) };
+            orow.fill(0.0);
+            let prow = &probs[((bi * nh + h) * t + i) * t..][..i + 1];
+            for (j, &p) in prow.iter().enumerate() {
+                if p != 0.0 {
+                    let v = (bi * t + j) * 3 * c + 2 * c + h * hd;
+                    axpy(orow, p, &qkv[v..v + hd]);
+                }
+            }
+        }
+    });
+}
+
+/// Backward of causal self-attention on fused `qkv[B, T, 3C]` (no cache, `past = 0`), accumulating
+/// into `dqkv[B, T, 3C]`, given `dout[B, T, C]` and the probabilities `probs[B, NH, T, T]` saved
+/// by [`attention_forward`] (zero above the diagonal and on masked keys, so masking needs no
+/// extra input).
+///
+/// With attention dropout, `dropped = Some((P', 1/(1−p)))` gives the dropped-out probabilities
+/// the output was computed from (`O = P'·v`, see [`attention_apply`]).
+///
+/// With `S = q·kᵀ/√hd`, `P = softmax(S)`, `O = P'·v`: `dv = P'ᵀ·dO`, `dP' = dO·vᵀ`,
+/// `dP = dP' ⊙ [P' ≠ 0]/(1−p)`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dq = dS·k/√hd`,
+/// `dk = dSᵀ·q/√hd` (without dropout `P' = P`).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    dqkv: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    probs: &[f32],
+    dropped: Option<(&[f32], f32)>,
+    b: usize,
+    t: usize,
+    nh: usize,
+    hd: usize,
+) {
+    let c = nh * hd;
+    assert!(dqkv.len() >= b * t * 3 * c && qkv.len() >= b * t * 3 * c, "attention_backward: qkv buffers too small");
+    assert!(dout.len() >= b * t * c && probs.len() >= b * nh * t * t, "attention_backward: buffers too small");
+    if let Some((pd, _)) = dropped {
+        assert!(pd.len() >= b * nh * t * t, "attention_backward: dropped probs too small");
+    }
+    let scale = 1.0 / (hd as f32).sqrt();
+    let dp = SendPtr(dqkv.as_mut_ptr());
+    (0..b * nh).into_par_iter().for_each_init(
+        || vec![0f32; t],
+        |dpr, bh| {
+            let (bi, h) = (bh / nh, bh % nh);
+            let row = |ti: usize, which: usize| (bi * t + ti) * 3 * c + which * c + h * hd;
+            // SAFETY: this task is the only one touching head h of batch row bi in dqkv.
+            let dslice = |off: usize| unsafe { std::slice::from_raw_parts_mut(dp.get().add(off), hd) };
+            for i in 0..t {
+                let at = ((bi * nh + h) * t + i) * t;
+                let prow = &probs[at..][..i + 1];
+                // probabilities the output was computed from, and dP'→dP factors
+                let (used, inv_keep) = match dropped {
+                    Some((pd, k)) => (&pd[at..][..i + 1], k),
+                    None => (prow, 1.0),
+                };
+                let d_o = &dout[(bi * t + i) * c + h * hd..][..hd];
+                let mut s = 0f32;
+                for j in 0..=i {
+                    let d = if used[j] != 0.0 { dot(d_o, &qkv[row(j, 2)..row(j, 2) + hd]) * inv_keep } else { 0.0 };
+                    dpr[j] = d;
+                    s += prow[j] * d;
+                }
+                let q_i = &qkv[row(i, 0)..row(i, 0) + hd];
+                let dq_i = dslice(row(i, 0));
+                for j in 0..=i {
+                    if used[j] != 0.0 {
+                        axpy(dslice(row(j, 2)), used[j], d_o);
+                    }
+                    let p = prow[j];
+                    if p == 0.0 {
+                        continue;
+                    }
+                    let ds = p * (dpr[j] - s) * scale;
+                    axpy(dq_i, ds, &qkv[row(j, 1)..row(j, 1) + hd]);
+                    axpy(dslice(row(j, 1)), ds, q_i);
+                }
+            }
+        },
+    );
 }
 
 /// Naive oracle for [`attention_forward`] (full score matrix, f64, explicit mask).
@@ -213,6 +305,81 @@ mod tests {
         for row in probs.chunks(tk) {
             let s: f32 = row.iter().sum();
             assert!((s - 1.0).abs() < 1e-5);
+        }
+    }
+
+    /// Loss `L = Σ out ⊙ g` for a fixed `g`; the gradient of attention wrt qkv checked by central
+    /// differences of the f64 oracle.
+    #[test]
+    fn backward_matches_finite_differences() {
+        let (b, t, nh, hd) = (2, 5, 2, 4);
+        let c = nh * hd;
+        let qkv: Vec<f32> = (0..b * t * 3 * c).map(|i| ((i * 7919 % 113) as f32 - 56.0) * 0.03).collect();
+        let g: Vec<f32> = (0..b * t * c).map(|i| ((i * 31 % 29) as f32 - 14.0) * 0.1).collect();
+        let d = AttnDims { b, tq: t, past: 0, nh, hd };
+        let mut out = vec![0f32; b * t * c];
+        let mut probs = vec![0f32; b * nh * t * t];
+        fn views(x: &[f32], t: usize, c: usize, hd: usize) -> (HeadView<'_>, HeadView<'_>, HeadView<'_>) {
+            (HeadView::from_qkv(x, 0, t, c, hd), HeadView::from_qkv(x, 1, t, c, hd), HeadView::from_qkv(x, 2, t, c, hd))
+        }
+        let (q, k, v) = views(&qkv, t, c, hd);
+        attention_forward(&mut out, Some(&mut probs), q, k, v, None, d);
+        let mut dqkv = vec![0f32; qkv.len()];
+        attention_backward(&mut dqkv, &g, &qkv, &probs, None, b, t, nh, hd);
+        let loss = |x: &[f32]| {
+            let mut o = vec![0f32; b * t * c];
+            let (q, k, v) = views(x, t, c, hd);
+            attention_forward_naive(&mut o, q, k, v, None, d);
+            o.iter().zip(&g).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>()
+        };
+        let h = 1e-2f32;
+        for idx in (0..qkv.len()).step_by(3) {
+            let mut p = qkv.clone();
+            p[idx] += h;
+            let lp = loss(&p);
+            p[idx] -= 2.0 * h;
+            let lm = loss(&p);
+            let fd = (lp - lm) / (2.0 * h as f64);
+            assert!((fd - dqkv[idx] as f64).abs() < 2e-3 * (1.0 + fd.abs()), "idx {idx}: fd {fd} vs {}", dqkv[idx]);
+        }
+    }
+
+    /// With attention dropout the backward is the gradient of `O = (P ⊙ M)·v` for a fixed mask M.
+    #[test]
+    fn backward_with_dropout_matches_finite_differences() {
+        let (b, t, nh, hd) = (1, 6, 2, 3);
+        let c = nh * hd;
+        let qkv: Vec<f32> = (0..b * t * 3 * c).map(|i| ((i * 7919 % 113) as f32 - 56.0) * 0.03).collect();
+        let g: Vec<f32> = (0..b * t * c).map(|i| ((i * 31 % 29) as f32 - 14.0) * 0.1).collect();
+        let keep = 1.0 / 0.7f32;
+        let mask: Vec<f32> = (0..b * nh * t * t).map(|i| if (i * 13) % 10 < 3 { 0.0 } else { keep }).collect();
+        let forward = |x: &[f32]| {
+            let mut out = vec![0f32; b * t * c];
+            let mut probs = vec![0f32; b * nh * t * t];
+            let d = AttnDims { b, tq: t, past: 0, nh, hd };
+            let (q, k, v) = (
+                HeadView::from_qkv(x, 0, t, c, hd),
+                HeadView::from_qkv(x, 1, t, c, hd),
+                HeadView::from_qkv(x, 2, t, c, hd),
+            );
+            attention_forward(&mut out, Some(&mut probs), q, k, v, None, d);
+            let dropped: Vec<f32> = probs.iter().zip(&mask).map(|(p, m)| p * m).collect();
+            attention_apply(&mut out, &dropped, x, b, t, nh, hd);
+            (out, probs, dropped)
+        };
+        let (_, probs, dropped) = forward(&qkv);
+        let mut dqkv = vec![0f32; qkv.len()];
+        attention_backward(&mut dqkv, &g, &qkv, &probs, Some((&dropped, keep)), b, t, nh, hd);
+        let loss = |x: &[f32]| forward(x).0.iter().zip(&g).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>();
+        let h = 1e-2f32;
+        for idx in 0..qkv.len() {
+            let mut p = qkv.clone();
+            p[idx] += h;
+            let lp = loss(&p);
+            p[idx] -= 2.0 * h;
+            let lm = loss(&p);
+            let fd = (lp - lm) / (2.0 * h as f64);
+            assert!((fd - dqkv[idx] as f64).abs() < 3e-3 * (1.0 + fd.abs()), "idx {idx}: fd {fd} vs {}", dqkv[idx]);
         }
     }
 }

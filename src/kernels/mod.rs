@@ -3,6 +3,7 @@
 //! oracle used by the tests.
 
 pub mod attention;
+pub mod dropout;
 pub mod embed;
 pub mod flash;
 pub mod gelu;
@@ -10,6 +11,7 @@ pub mod gemm;
 pub(crate) mod gemv;
 pub mod layernorm;
 pub mod matmul;
+pub mod residual;
 pub mod simd;
 pub mod softmax;
 pub mod vmath;
