@@ -406,7 +406,18 @@ unsafe fn tile_f32(
         };
         for ir in (m0..m1).step_by(mr) {
             let mrr = mr.min(m1 - ir);
-            let (ap, lda, rows) = if mrr == mr {
+            let (ap, lda, rows) = if mrr == mr && a.rows && a.lda % 1024 == 0 && c1 - c0 > 2 * PANEL {
+                // rows 4 KiB-multiples apart all land in the same L1 sets: copy the block to a
+                // padded stride (reused by every micro-tile of this row block)
+                let ld = kc + 16;
+                s.a_tail.clear();
+                s.a_tail.resize(mr * ld, 0.0);
+                for i in 0..mr {
+                    let src = std::slice::from_raw_parts(a.ptr.0.add((ir + i) * a.lda + pc), kc);
+                    s.a_tail[i * ld..i * ld + kc].copy_from_slice(src);
+                }
+                (s.a_tail.as_ptr(), ld, true)
+            } else if mrr == mr {
                 let p = if a.rows { a.ptr.0.add(ir * a.lda + pc) } else { a.ptr.0.add(ir + pc * a.lda) };
                 (p, a.lda, a.rows)
             } else {
