@@ -28,9 +28,12 @@ fn data(n: usize, seed: usize) -> Vec<f32> {
 fn matmul(c: &mut Criterion) {
     let mut g = c.benchmark_group("matmul");
     g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
-    for &(m, k, n, transposed) in
-        &[(1024usize, 768usize, 2304usize, false), (1024, 768, 3072, false), (1024, 3072, 768, false), (256, 768, 50257, true)]
-    {
+    for &(m, k, n, transposed) in &[
+        (1024usize, 768usize, 2304usize, false),
+        (1024, 768, 3072, false),
+        (1024, 3072, 768, false),
+        (256, 768, 50257, true),
+    ] {
         let a = data(m * k, 1);
         let w = data(k * n, 2);
         let bias = data(n, 3);
@@ -52,7 +55,13 @@ fn matmul(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("gemm_1thread", format!("{m}x{k}x{n}")), |bench| {
         bench.iter(|| {
             pool.install(|| {
-                gemm(&mut out, n, MatRef::row_major(&a, m, k), BMat::F32(MatRef::row_major(&w, k, n)), Epilogue::default())
+                gemm(
+                    &mut out,
+                    n,
+                    MatRef::row_major(&a, m, k),
+                    BMat::F32(MatRef::row_major(&w, k, n)),
+                    Epilogue::default(),
+                )
             })
         })
     });
@@ -102,7 +111,9 @@ fn matmul_dtype(c: &mut Criterion) {
 fn gemv(c: &mut Criterion) {
     let mut g = c.benchmark_group("gemv");
     g.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    for &(k, n, transposed) in &[(768usize, 2304usize, false), (768, 3072, false), (3072, 768, false), (768, 50257, true)] {
+    for &(k, n, transposed) in
+        &[(768usize, 2304usize, false), (768, 3072, false), (3072, 768, false), (768, 50257, true)]
+    {
         let x = data(k, 1);
         let w = data(k * n, 2);
         let mut out = vec![0f32; n];
@@ -155,8 +166,11 @@ fn attention(c: &mut Criterion) {
     for &t in &[64usize, 128, 256, 512, 1024] {
         let qkv = data(t * 3 * ch, 1);
         let mut out = vec![0f32; t * ch];
-        let (q, k, v) =
-            (HeadView::from_qkv(&qkv, 0, t, ch, hd), HeadView::from_qkv(&qkv, 1, t, ch, hd), HeadView::from_qkv(&qkv, 2, t, ch, hd));
+        let (q, k, v) = (
+            HeadView::from_qkv(&qkv, 0, t, ch, hd),
+            HeadView::from_qkv(&qkv, 1, t, ch, hd),
+            HeadView::from_qkv(&qkv, 2, t, ch, hd),
+        );
         let d = AttnDims { b: 1, tq: t, past: 0, nh, hd };
         // causal: QKᵀ and PV over t(t+1)/2 query-key pairs
         g.throughput(Throughput::Elements((4 * nh * hd * t * (t + 1) / 2) as u64));

@@ -465,8 +465,8 @@ mod x86 {
         }
     }
 
-    /// Panel rows to prefetch ahead (f32: 32 rows = 4 KiB).
-    const PF_ROWS: usize = 32;
+    /// Software prefetch distance in the weight stream.
+    const PF_BYTES: usize = 8192;
 
     /// Bytes per stored element.
     #[inline]
@@ -528,7 +528,9 @@ mod x86 {
                 let bp = d.as_ptr().add(p * kp * 32) as *const __m512i;
                 let hi_mask = _mm512_set1_epi32(0xffff_0000u32 as i32);
                 for pp in 0..kp {
-                    _mm_prefetch::<_MM_HINT_T0>(bp.add(2 * pp + PF_ROWS) as *const i8);
+                    let ahead = (bp.add(2 * pp) as *const i8).add(PF_BYTES);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.add(64));
                     let v0 = _mm512_loadu_si512(bp.add(2 * pp));
                     let v1 = _mm512_loadu_si512(bp.add(2 * pp + 1));
                     let (e0, o0) = (
@@ -560,7 +562,11 @@ mod x86 {
                 let elem = data_elem_bytes(data);
                 let raw = data_ptr(data).add(base * elem);
                 while q < k2 {
-                    _mm_prefetch::<_MM_HINT_T0>(raw.add((q + PF_ROWS) * 32 * elem));
+                    // every 64-byte line this iteration consumes (two panel rows), PF_BYTES ahead
+                    let ahead = raw.add(q * 32 * elem + PF_BYTES);
+                    for line in 0..elem {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.add(line * 64));
+                    }
                     let (w0, w1) = load_row(data, base + q * 32);
                     let (w2, w3) = load_row(data, base + (q + 1) * 32);
                     for (r, a) in acc.iter_mut().enumerate().take(x.m) {
