@@ -32,8 +32,10 @@ run() {
   if ! CARGO_BUILD_JOBS=1 nice -n 10 cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \
       -runs="$runs" -max_total_time="$secs" -max_len="$(max_len "$target")" -timeout=10 \
       -rss_limit_mb=2048 -malloc_limit_mb=256 -print_final_stats=1 >"$log" 2>&1; then
-    tail -40 "$log"
-    echo "fuzz $target: FAILED (log above)"
+    mkdir -p "artifacts/$target"
+    cp "$log" "artifacts/$target/last-failure.log"
+    grep -v '^ *[0-9]*: \|^ *at \|^#[0-9]' "$log" | tail -60
+    echo "fuzz $target: FAILED (full log: fuzz/artifacts/$target/last-failure.log)"
     rm -f "$log"
     return 1
   fi

@@ -552,7 +552,14 @@ pub fn check_loader_restore(data: &[u8]) {
         Ok(()) => {
             assert_eq!(loader.state()["position"], state["position"]);
             for _ in 0..3 {
-                loader.next_batch().expect("batches after a successful restore");
+                match loader.next_batch() {
+                    Ok(_) => {}
+                    // the only way a restored position can run out: the epoch counter is at u64::MAX
+                    Err(Error::InvalidArgument { name: "position", .. }) if loader.position().epoch == u64::MAX => {
+                        break
+                    }
+                    Err(e) => panic!("no batch after a successful restore: {e:?}"),
+                }
             }
         }
         Err(Error::InvalidArgument { .. } | Error::Json { .. }) => {}

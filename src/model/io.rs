@@ -134,10 +134,18 @@ impl Gpt2 {
     }
 
     /// Like [`save`](Self::save) with a chosen storage dtype (f16/bf16 halve the size).
+    ///
+    /// Crash safety: each file is written atomically (temp file in `dir`, fsync, rename, fsync
+    /// of `dir`), `config.json` first and `model.safetensors` last, so `model.safetensors`
+    /// marks a finished checkpoint: a crash leaves either the previous checkpoint or the new
+    /// one (never a torn file), and a first save interrupted before its weights leaves no
+    /// `model.safetensors` at all. The weights also carry the config in their metadata, which
+    /// [`Gpt2::load`] prefers over `config.json`. Temporary files that a killed earlier save left
+    /// in `dir` (hidden `.model.safetensors.tmp-PID-N`, never read by the loader) are removed.
     pub fn save_with_dtype(&self, dir: impl AsRef<Path>, dtype: SaveDtype) -> Result<()> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        self.save_safetensors(dir.join("model.safetensors"), dtype)?;
+        crate::fsutil::remove_stale_temps(dir, |t| t == "config.json" || t == "model.safetensors");
         let cfg_path = dir.join("config.json");
         let mut json = self.config.to_hf_json();
         if dtype != SaveDtype::F32 {
@@ -148,7 +156,8 @@ impl Gpt2 {
             v["dtype"] = name.into();
             json = serde_json::to_string_pretty(&v).expect("json");
         }
-        write_atomic(&cfg_path, |w| w.write_all(json.as_bytes()))
+        write_atomic(&cfg_path, |w| w.write_all(json.as_bytes()))?;
+        self.save_safetensors(dir.join("model.safetensors"), dtype)
     }
 
     /// Writes only the safetensors file (config embedded in its metadata).
