@@ -4,12 +4,13 @@
 //! ```text
 //! cargo run --release --example model_info -- --model fixtures/models/tiny-bpe --json
 //! cargo run --release --example model_info -- --model /tmp/gpt2-124m-random --forward 1024 --json
+//! cargo run --release --example model_info -- --model /tmp/gpt2-124m-random --decode 256
 //! ```
 //!
 //! Peak memory is Linux's `VmHWM` (peak resident set size). Before the forward pass the peak is
 //! reset (`/proc/self/clear_refs`), so `forward_peak_rss_bytes` is the peak during the forward
 //! pass alone (model included); `forward_extra_bytes` is what the pass added on top of the
-//! resident model.
+//! resident model. `--decode N` measures greedy decoding through a `KvCache` the same way.
 
 use std::time::Instant;
 
@@ -33,6 +34,10 @@ struct Args {
     /// Compute logits only for the last position (as generation does) instead of all.
     #[arg(long)]
     last_only: bool,
+    /// After loading, decode this many tokens greedily through a KvCache (prompt of 8 tokens)
+    /// and report that peak separately (0: none).
+    #[arg(long, default_value_t = 0)]
+    decode: usize,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -104,6 +109,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "forward_extra_bytes": peak.zip(base).map(|(p, b)| p.saturating_sub(b)),
         });
     }
+    let mut decode = serde_json::Value::Null;
+    if args.decode > 0 {
+        let c = model.config();
+        let steps = args.decode.min(c.n_positions.saturating_sub(8));
+        let reset = reset_peak_rss();
+        let base = rss_bytes();
+        let t1 = Instant::now();
+        let mut cache = gpt2::KvCache::new(c, 1, 8 + steps)?;
+        let opts = gpt2::ForwardOptions { logits: LogitsMode::Last, ..Default::default() };
+        let mut input: Vec<u32> = (0..8).map(|j| (j * 104_729 % c.vocab_size) as u32).collect();
+        for _ in 0..=steps {
+            let t = Array2::from_shape_vec((1, input.len()), input.clone())?;
+            if cache.len() + input.len() > cache.capacity() {
+                break;
+            }
+            let out = model.forward(&gpt2::ForwardInput::new(t.view()), Some(&mut cache), &opts)?;
+            let logits = out.logits.expect("logits");
+            let row = logits.as_slice().expect("contiguous");
+            let next = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0) as u32;
+            input = vec![next];
+        }
+        let secs = t1.elapsed().as_secs_f64();
+        let peak = if reset { peak_rss_bytes() } else { None };
+        decode = serde_json::json!({
+            "prompt": 8,
+            "steps": steps,
+            "seconds": secs,
+            "cache_capacity": cache.capacity(),
+            "decode_peak_rss_bytes": peak,
+            "decode_extra_bytes": peak.zip(base).map(|(p, b)| p.saturating_sub(b)),
+        });
+    }
     if args.json {
         println!(
             "{}",
@@ -117,6 +154,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "peak_rss_over_file": rss.map(|r| r as f64 / file_bytes as f64),
                 "rss_after_load_bytes": rss_after_load,
                 "forward": forward,
+                "decode": decode,
             })
         );
     } else {
@@ -142,6 +180,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 mb("forward_peak_rss_bytes"),
                 mb("forward_extra_bytes"),
                 mb("logits_bytes")
+            );
+        }
+        if !decode.is_null() {
+            let mb = |k: &str| decode[k].as_u64().map_or("?".into(), |b| format!("{:.1} MB", b as f64 / 1e6));
+            println!(
+                "decode      8 + {} tokens in {:.3} s: peak RSS {} ({} above the loaded model)",
+                decode["steps"],
+                decode["seconds"].as_f64().unwrap_or(0.0),
+                mb("decode_peak_rss_bytes"),
+                mb("decode_extra_bytes")
             );
         }
     }

@@ -31,6 +31,9 @@ use ndarray::{Array2, Array3};
 
 // ------------------------------------------------------------------ the table
 
+/// A description of a check on the error's fields, and the check.
+type Detail = (&'static str, fn(&Error) -> bool);
+
 /// One malformed input to one public entry point.
 struct Case {
     section: &'static str,
@@ -39,7 +42,7 @@ struct Case {
     /// Expected `Error` variant name (see [`variant`]).
     expect: &'static str,
     /// Extra check of the error's fields, with its description for the docs.
-    detail: Option<(&'static str, fn(&Error) -> bool)>,
+    detail: Option<Detail>,
     run: fn(&Ctx) -> gpt2::Result<()>,
 }
 

@@ -301,7 +301,7 @@ fn check_config_fits(file: &Path, st: &SafeTensors<'_>, data_bytes: usize, confi
     if needed <= data_bytes / 2 {
         return Ok(());
     }
-    let present: HashSet<&str> = st.names().into_iter().map(|n| strip(n)).collect();
+    let present: HashSet<&str> = st.names().into_iter().map(strip).collect();
     let block = [
         "ln_1.weight",
         "ln_1.bias",
