@@ -159,6 +159,28 @@ fn every_target_has_a_replay_test_and_seeds() {
     }
 }
 
+/// The valid seeds really are valid, so the fuzzers start from inputs that reach deep paths.
+#[test]
+fn valid_seeds_take_the_success_paths() {
+    let seeds: std::collections::HashMap<String, Vec<u8>> = read_seeds("safetensors_load").into_iter().collect();
+    for name in ["f32_meta", "f16_meta", "bf16_meta", "f32_no_meta_inferred"] {
+        Gpt2::load_from_bytes(&seeds[name], None).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    Gpt2::load_from_bytes(&seeds["explicit_config"][1..], Some(Config::new(1, 1, 4, 4, 8))).unwrap();
+    let shards: std::collections::HashMap<String, Vec<u8>> = read_seeds("token_shard").into_iter().collect();
+    for name in ["valid_npy", "valid_bin", "npy_v2"] {
+        gpt2::data::TokenShard::from_bytes(
+            if name.ends_with("bin") { "s.bin" } else { "s.npy" },
+            shards[name][3..].to_vec(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let configs: std::collections::HashMap<String, Vec<u8>> = read_seeds("config_json").into_iter().collect();
+    for name in ["hf_tiny", "to_hf_json_small", "gpt2_124m", "minimal"] {
+        Config::from_json_str(std::str::from_utf8(&configs[name]).unwrap(), name).unwrap();
+    }
+}
+
 /// The allocation guard the safetensors targets rely on measures what it should.
 #[test]
 fn counting_allocator_sees_allocations() {
