@@ -114,7 +114,7 @@ fn an_unconstrained_edit_makes_the_target_likelier_and_reports_locality() {
     let neighbours = vec!["The Louvre is located in".to_string(), "Berlin is the capital of".to_string()];
     let before = EditProbe::measure(&model, &tok, &req, Some("Paris"), &neighbours).unwrap();
     let cfg = EditConfig { layers: vec![0, 1], norm_constraint: None, lr: 5e-2, steps: 20, ..EditConfig::default() };
-    let out = edit(&mut model, &tok, &[req.clone()], &cfg).unwrap();
+    let out = edit(&mut model, &tok, std::slice::from_ref(&req), &cfg).unwrap();
     let after = EditProbe::measure(&model, &tok, &req, Some("Paris"), &neighbours).unwrap();
     let report = before.compare(&after);
     assert!(report.p_new.1 > report.p_new.0, "{report:?}");
@@ -171,7 +171,7 @@ fn editing_the_bundled_model_flips_the_fact_with_small_locality_cost() {
     let neighbours = vec!["To be, or not to be, that is the".to_string()];
     let before = EditProbe::measure(&model, &tok, &req, Some("the"), &neighbours).unwrap();
     let cfg = EditConfig { layers: vec![1, 2], lr: 1e-2, norm_constraint: Some(1e-2), ..EditConfig::default() };
-    edit(&mut model, &tok, &[req.clone()], &cfg).unwrap();
+    edit(&mut model, &tok, std::slice::from_ref(&req), &cfg).unwrap();
     let after = EditProbe::measure(&model, &tok, &req, Some("the"), &neighbours).unwrap();
     let r = before.compare(&after);
     // before: the model prefers " the"; after: " Rome" beats it and is generated greedily

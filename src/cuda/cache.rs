@@ -178,12 +178,7 @@ pub(crate) type CacheState<'a> = (&'a mut [bool], usize, &'a mut [u32]);
 /// `position_ids` win; otherwise each row counts its real tokens from the
 /// cache's `next_pos` (`cumsum(mask) − 1`), clamped to the context. The cache's
 /// validity and next positions are updated for the new tokens.
-pub(crate) fn plan(
-    input: &ForwardInput<'_>,
-    state: Option<CacheState<'_>>,
-    past: usize,
-    n_positions: usize,
-) -> Plan {
+pub(crate) fn plan(input: &ForwardInput<'_>, state: Option<CacheState<'_>>, past: usize, n_positions: usize) -> Plan {
     let (b, t) = input.tokens.dim();
     let tk = past + t;
     let mut pos = Vec::with_capacity(b * t);

@@ -98,7 +98,14 @@ pub(crate) fn configure(blas: &CudaBlas) -> Result<()> {
 /// The pointers must address device buffers large enough for `g` (`A`:
 /// `lda × (trans_a ? m : k)`, `B`: `ldb × n`, `C`: `ldc × n` elements) that
 /// stay alive until the stream has executed the call.
-pub(crate) unsafe fn gemm(blas: &CudaBlas, g: &GemmArgs, a: DevPtr, b: DevPtr, ab: WeightDtype, c: DevPtr) -> Result<()> {
+pub(crate) unsafe fn gemm(
+    blas: &CudaBlas,
+    g: &GemmArgs,
+    a: DevPtr,
+    b: DevPtr,
+    ab: WeightDtype,
+    c: DevPtr,
+) -> Result<()> {
     let (alpha, beta) = (1.0f32, 0.0f32);
     let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
     unsafe {

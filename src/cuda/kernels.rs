@@ -244,7 +244,15 @@ impl Kernels {
     }
 
     /// `nll[r] = logsumexp(logits[r]) − logits[r, target[r]]` for `n` rows of width `v`.
-    pub fn nll_rows(&self, s: &CudaStream, nll: DevPtr, logits: DevPtr, target: DevPtr, n: usize, v: usize) -> Result<()> {
+    pub fn nll_rows(
+        &self,
+        s: &CudaStream,
+        nll: DevPtr,
+        logits: DevPtr,
+        target: DevPtr,
+        n: usize,
+        v: usize,
+    ) -> Result<()> {
         let v32 = u32_arg(v, "vocab_size")?;
         let mut b = s.launch_builder(&self.nll_rows);
         b.arg(&nll.0).arg(&logits.0).arg(&target.0).arg(&v32);

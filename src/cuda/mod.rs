@@ -84,7 +84,10 @@ impl<T: DeviceRepr + ValidAsZeroBits> DevBuf<T> {
     /// A new buffer holding `data`.
     pub fn upload(stream: &Arc<CudaStream>, data: &[T], what: &str) -> Result<Self> {
         let slice = stream.clone_htod(data).map_err(|e| {
-            driver_err(e, &format!("uploading {what} ({:.1} MiB)", std::mem::size_of_val(data) as f64 / (1 << 20) as f64))
+            driver_err(
+                e,
+                &format!("uploading {what} ({:.1} MiB)", std::mem::size_of_val(data) as f64 / (1 << 20) as f64),
+            )
         })?;
         Ok(Self::wrap(slice, stream))
     }
@@ -158,7 +161,9 @@ pub(crate) fn driver_err(e: DriverError, what: &str) -> Error {
 pub(crate) fn device_count() -> Result<usize> {
     // SAFETY: only tries to open the shared library.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        return Err(Error::Device("no CUDA driver: libcuda could not be loaded (is an NVIDIA driver installed?)".into()));
+        return Err(Error::Device(
+            "no CUDA driver: libcuda could not be loaded (is an NVIDIA driver installed?)".into(),
+        ));
     }
     let r = std::panic::catch_unwind(|| {
         cudarc::driver::result::init()?;
@@ -176,10 +181,14 @@ pub(crate) fn device_count() -> Result<usize> {
 pub(crate) fn check_libraries() -> Result<()> {
     // SAFETY: only try to open the shared libraries.
     if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-        return Err(Error::Device("cuBLAS (libcublas) could not be loaded: install the CUDA 12 runtime libraries".into()));
+        return Err(Error::Device(
+            "cuBLAS (libcublas) could not be loaded: install the CUDA 12 runtime libraries".into(),
+        ));
     }
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        return Err(Error::Device("NVRTC (libnvrtc) could not be loaded: install the CUDA 12 runtime libraries".into()));
+        return Err(Error::Device(
+            "NVRTC (libnvrtc) could not be loaded: install the CUDA 12 runtime libraries".into(),
+        ));
     }
     Ok(())
 }

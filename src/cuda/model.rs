@@ -75,7 +75,8 @@ impl CudaModel {
         // SAFETY: every buffer of this model lives on the one stream created below.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(|e| driver_err(e, "creating a stream"))?;
-        let blas = CudaBlas::new(stream.clone()).map_err(|e| Error::Device(format!("creating a cuBLAS handle: {e:?}")))?;
+        let blas =
+            CudaBlas::new(stream.clone()).map_err(|e| Error::Device(format!("creating a cuBLAS handle: {e:?}")))?;
         gemm::configure(&blas)?;
         let kernels = Kernels::load(&ctx)?;
         let config = model.config().clone();
