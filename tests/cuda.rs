@@ -3,8 +3,11 @@
 //! Every test that needs a GPU returns early, printing `skipped: no CUDA device
 //! (<reason>)`, when `Device::Cuda(0)` does not resolve (no driver, no GPU).
 //! Tolerances: f32 weights 1e-4 max |Δlogit| against the CPU forward (TF32 is
-//! off); f16 2e-2 and bf16 1e-1, set from the weight rounding (2^-11 and 2^-8
-//! relative) and *not yet calibrated on a GPU* (see docs/cuda.md).
+//! off); f16 1e-2 and bf16 5e-2 of the largest |logit| (≈ 20 and ≈ 13 times the
+//! unit roundoff 2^-11 / 2^-8 of weights and cast activations), plus ≥ 90 %
+//! argmax agreement. A wrong kernel gives errors of the order of the logits
+//! themselves. These tolerances have *not yet been calibrated on a GPU* (see
+//! docs/cuda.md).
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -70,11 +73,12 @@ fn half_weights_match_cpu_loosely() {
     let cpu = tiny();
     let tok = tokens(2, 16, cpu.config().vocab_size);
     let want = cpu.logits_batch(tok.view()).unwrap();
-    for (dtype, tol) in [(WeightDtype::F16, 2e-2), (WeightDtype::Bf16, 1e-1)] {
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    for (dtype, rel) in [(WeightDtype::F16, 1e-2), (WeightDtype::Bf16, 5e-2)] {
         let gpu = CudaModel::new(&cpu, dev, dtype).unwrap();
         assert_eq!(gpu.dtype(), dtype);
         let got = gpu.logits_batch(tok.view()).unwrap();
-        assert_close(&format!("{dtype} logits"), &flat(&got), &flat(&want), tol);
+        assert_close(&format!("{dtype} logits (max |logit| {scale:.1})"), &flat(&got), &flat(&want), rel * scale);
         // Same greedy choice at (nearly) every position: report, require ≥ 90 %.
         let agree = got
             .lanes(Axis(2))
