@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 /// CUDA C source of every kernel (compiled at run time by NVRTC).
 pub const SOURCE: &str = include_str!("kernels.cu");
 
-/// Names of the `extern "C"` kernels in [`SOURCE`] that [`Kernels::load`] looks up.
+/// Names of the `extern "C"` kernels in [`SOURCE`] that `Kernels::load` looks up.
 pub const NAMES: [&str; 12] = [
     "embed_f32",
     "embed_f16",

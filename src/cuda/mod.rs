@@ -21,7 +21,7 @@
 //! Each model owns one CUDA stream and one cuBLAS handle; every launch, copy and
 //! GEMM of a forward call is queued on that stream, in order, under the model's
 //! lock (so a model can be shared between threads: calls are serialised). Kernels
-//! take raw device addresses ([`DevPtr`]) into buffers owned by the model, the
+//! take raw device addresses (`DevPtr`) into buffers owned by the model, the
 //! cache or the call's workspace, all of which outlive the stream work because
 //! each call ends by synchronising the stream (the copies back to the host need
 //! that anyway). cudarc's per-buffer event tracking is switched off since there
