@@ -14,8 +14,6 @@ pub(crate) struct Workspace {
     pub qkv: Vec<f32>,
     /// Attention output `[N, C]`.
     pub att: Vec<f32>,
-    /// Projection output before the residual add `[N, C]`.
-    pub proj: Vec<f32>,
     /// MLP hidden `[N, H]`.
     pub fc: Vec<f32>,
     /// Positions `[N]`.
@@ -36,7 +34,6 @@ impl Workspace {
         grow(&mut self.ln, n * c);
         grow(&mut self.qkv, n * 3 * c);
         grow(&mut self.att, n * c);
-        grow(&mut self.proj, n * c);
         grow(&mut self.fc, n * h);
     }
 }
