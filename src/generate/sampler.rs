@@ -310,9 +310,9 @@ mod tests {
         // the penalty's `seen` scratch must be reset between calls: token 1 is penalised only
         // in the second call, token 0 only in the first
         let mut s = sampler(SamplingParams { repetition_penalty: 2.0, ..SamplingParams::greedy() });
-        assert_eq!(s.sample(&mut vec![2.0, 1.5], &[0, 0]), 1);
-        assert_eq!(s.sample(&mut vec![1.4, 2.0], &[1]), 0);
-        assert_eq!(s.sample(&mut vec![2.0, 1.5], &[]), 0);
+        assert_eq!(s.sample(&mut [2.0, 1.5], &[0, 0]), 1);
+        assert_eq!(s.sample(&mut [1.4, 2.0], &[1]), 0);
+        assert_eq!(s.sample(&mut [2.0, 1.5], &[]), 0);
     }
 
     #[test]
