@@ -200,7 +200,9 @@ pub fn apply_repetition_penalty(logits: &mut [f32], history: &[u32], penalty: f3
 /// HF's `NoRepeatNGramLogitsProcessor`: bans every token that would complete an n-gram
 /// already present in `history`.
 pub fn ban_repeated_ngrams(logits: &mut [f32], history: &[u32], n: usize) {
-    if n == 0 || history.len() + 1 < n {
+    // With fewer than n tokens there is no n-gram to repeat (and `history.len() - n` below
+    // would underflow when `history.len() + 1 == n`).
+    if n == 0 || history.len() < n {
         return;
     }
     let prefix = &history[history.len() + 1 - n..];
