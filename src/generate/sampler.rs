@@ -219,7 +219,9 @@ fn penalize_once(logits: &mut [f32], history: &[u32], penalty: f32, seen: &mut V
 /// HF's `NoRepeatNGramLogitsProcessor`: bans every token that would complete an n-gram
 /// already present in `history`.
 pub fn ban_repeated_ngrams(logits: &mut [f32], history: &[u32], n: usize) {
-    if n == 0 || history.len() + 1 < n {
+    // With fewer than n tokens there is no n-gram to repeat (and `history.len() - n` below
+    // would underflow when `history.len() + 1 == n`).
+    if n == 0 || history.len() < n {
         return;
     }
     let prefix = &history[history.len() + 1 - n..];
