@@ -16,6 +16,39 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
+/// Splits a temporary file name `.{target}.tmp-{pid}-{n}` into `(target, pid)`.
+fn parse_temp_name(name: &str) -> Option<(&str, u32)> {
+    let rest = name.strip_prefix('.')?;
+    let (target, tail) = rest.rsplit_once(".tmp-")?;
+    let (pid, n) = tail.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    Some((target, pid.parse().ok()?))
+}
+
+/// Removes the temporary files that [`write_atomic`] left in `dir` when its process died
+/// mid-write (SIGKILL, power loss), for the target names `select` accepts. Only files of
+/// processes that no longer exist are touched (checked through `/proc`; where there is no
+/// `/proc`, nothing is removed), so concurrent writers are safe. Best effort: returns how many
+/// files were removed and ignores errors.
+pub(crate) fn remove_stale_temps(dir: &Path, select: impl Fn(&str) -> bool) -> usize {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return 0;
+    }
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some((target, pid)) = parse_temp_name(name) else { continue };
+        if pid != me && select(target) && !proc.join(pid.to_string()).exists() {
+            removed += usize::from(std::fs::remove_file(entry.path()).is_ok());
+        }
+    }
+    removed
+}
+
 /// Writes `path` atomically: the content goes to a temporary file in the same
 /// directory, is flushed and fsynced, then renamed over `path` (and the directory
 /// fsynced). A crash leaves either the old file or the new one, never a torn one;
@@ -47,4 +80,42 @@ where
         return Err(Error::io(path, e));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_parse_back() {
+        let t = temp_path(Path::new("/x/model.safetensors"));
+        let name = t.file_name().unwrap().to_str().unwrap();
+        assert_eq!(parse_temp_name(name), Some(("model.safetensors", std::process::id())));
+        assert_eq!(parse_temp_name(".a.tmp-b.tmp-12-3"), Some(("a.tmp-b", 12)));
+        assert_eq!(parse_temp_name("model.safetensors"), None);
+        assert_eq!(parse_temp_name(".x.tmp-12"), None);
+        assert_eq!(parse_temp_name(".x.tmp-abc-1"), None);
+    }
+
+    #[test]
+    fn stale_temps_of_dead_processes_are_removed_live_ones_kept() {
+        let dir = std::env::temp_dir().join(format!("gpt2-fsutil-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // a PID that cannot exist (above Linux's pid_max limit of 2^22), ours, and a live one (1)
+        let dead = dir.join(".m.safetensors.tmp-4294967295-0");
+        let mine = dir.join(format!(".m.safetensors.tmp-{}-0", std::process::id()));
+        let live = dir.join(".m.safetensors.tmp-1-0");
+        let other = dir.join(".config.json.tmp-4294967295-0");
+        for p in [&dead, &mine, &live, &other] {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        let n = remove_stale_temps(&dir, |t| t == "m.safetensors");
+        if Path::new("/proc/self").exists() {
+            assert_eq!(n, 1);
+            assert!(!dead.exists());
+        }
+        assert!(mine.exists() && live.exists() && other.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -17,7 +17,10 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod data;
+pub mod device;
 pub mod edit;
 pub mod error;
 pub mod eval;
@@ -30,7 +33,10 @@ pub mod rng;
 pub mod tokenizer;
 pub mod train;
 
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaKvCache, CudaModel};
 pub use data::{BatchSource, DataLoader, LoaderConfig};
+pub use device::Device;
 pub use error::{Error, Result};
 pub use kernels::gemm::WeightDtype;
 pub use model::io::SaveDtype;

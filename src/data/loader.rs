@@ -366,7 +366,9 @@ impl BatchSource for DataLoader {
     fn next_batch(&mut self) -> Result<(Array2<u32>, Array2<u32>)> {
         let shard = loop {
             if self.pos.shard >= self.shards.len() {
-                self.pos = LoaderPosition { epoch: self.pos.epoch + 1, shard: 0, window: 0 };
+                let epoch =
+                    self.pos.epoch.checked_add(1).ok_or_else(|| Error::arg("position", "epoch counter overflows"))?;
+                self.pos = LoaderPosition { epoch, shard: 0, window: 0 };
                 self.shard_order = self.order_for_epoch(self.pos.epoch);
             }
             let s = self.shard_order[self.pos.shard];
@@ -438,7 +440,9 @@ impl BatchSource for DataLoader {
         }
         let tokens: Vec<usize> = self.shards.iter().map(TokenShard::len).collect();
         if saved.shard_tokens != tokens {
-            let describe = |t: &[usize]| format!("{} shard(s) of {} tokens in all", t.len(), t.iter().sum::<usize>());
+            let describe = |t: &[usize]| {
+                format!("{} shard(s) of {} tokens in all", t.len(), t.iter().map(|&n| n as u128).sum::<u128>())
+            };
             return Err(mismatch("data", describe(&saved.shard_tokens), describe(&tokens)));
         }
         self.seek(saved.position)

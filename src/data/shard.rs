@@ -147,30 +147,31 @@ impl TokenShard {
         // process truncating the file while it is mapped would fault; shards are written
         // atomically (temp file + rename), so a finished shard is never rewritten in place.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let bytes: &[u8] = &mmap;
-        debug_assert_eq!(bytes.len(), file_len);
-        let format = if bytes.starts_with(NPY_MAGIC) {
-            ShardFormat::Npy
-        } else if bytes.len() >= 4 && [BIN_MAGIC, BIN_MAGIC_LLAMA3].contains(&read_i32(bytes, 0)) {
-            ShardFormat::Bin
-        } else {
-            match ShardFormat::from_path(path) {
-                Some(f) => f,
-                None => {
-                    return Err(data_err(
-                        path,
-                        "not a token shard: neither the NumPy magic \\x93NUMPY nor the llm.c magic 20240520",
-                    ))
-                }
-            }
-        };
-        let (offset, len) = match format {
-            ShardFormat::Npy => parse_npy(bytes).map_err(|r| data_err(path, format!("invalid .npy shard: {r}")))?,
-            ShardFormat::Bin => {
-                parse_bin(bytes).map_err(|r| data_err(path, format!("invalid llm.c .bin shard: {r}")))?
-            }
-        };
+        debug_assert_eq!(mmap.len(), file_len);
+        let (format, offset, len) = parse_shard(path, &mmap)?;
         Ok(TokenShard { path: path.to_path_buf(), format: Some(format), storage: Storage::Mmap(mmap), offset, len })
+    }
+
+    /// A shard from the bytes of a `.npy` / `.bin` file held in memory, validated exactly as
+    /// [`TokenShard::open`] validates a file (`name` is used in messages and, through its
+    /// extension, to pick the parser that reports a bad magic).
+    ///
+    /// ```
+    /// use gpt2::data::{shard::write_shard_to, ShardFormat, TokenShard};
+    /// let mut bytes = Vec::new();
+    /// write_shard_to(&mut bytes, &[7, 8, 9], ShardFormat::Bin).unwrap();
+    /// let shard = TokenShard::from_bytes("mem.bin", bytes.clone()).unwrap();
+    /// assert_eq!(shard.to_vec(), vec![7, 8, 9]);
+    /// bytes.pop();
+    /// assert!(TokenShard::from_bytes("mem.bin", bytes).is_err());
+    /// ```
+    pub fn from_bytes(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self> {
+        let path = name.into();
+        if bytes.is_empty() {
+            return Err(data_err(&path, "empty file (no shard header)"));
+        }
+        let (format, offset, len) = parse_shard(&path, &bytes)?;
+        Ok(TokenShard { path, format: Some(format), storage: Storage::Owned(bytes), offset, len })
     }
 
     /// An in-memory shard holding `tokens` (each must fit in `u16`); `name` is only used in
@@ -239,6 +240,30 @@ impl TokenShard {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = u32> + '_ {
         self.data().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]) as u32)
     }
+}
+
+/// Detects the format of a shard's bytes and validates them; returns (format, data offset, tokens).
+fn parse_shard(path: &Path, bytes: &[u8]) -> Result<(ShardFormat, usize, usize)> {
+    let format = if bytes.starts_with(NPY_MAGIC) {
+        ShardFormat::Npy
+    } else if bytes.len() >= 4 && [BIN_MAGIC, BIN_MAGIC_LLAMA3].contains(&read_i32(bytes, 0)) {
+        ShardFormat::Bin
+    } else {
+        match ShardFormat::from_path(path) {
+            Some(f) => f,
+            None => {
+                return Err(data_err(
+                    path,
+                    "not a token shard: neither the NumPy magic \\x93NUMPY nor the llm.c magic 20240520",
+                ))
+            }
+        }
+    };
+    let (offset, len) = match format {
+        ShardFormat::Npy => parse_npy(bytes).map_err(|r| data_err(path, format!("invalid .npy shard: {r}")))?,
+        ShardFormat::Bin => parse_bin(bytes).map_err(|r| data_err(path, format!("invalid llm.c .bin shard: {r}")))?,
+    };
+    Ok((format, offset, len))
 }
 
 fn read_i32(bytes: &[u8], i: usize) -> i32 {

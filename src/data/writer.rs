@@ -173,12 +173,15 @@ pub struct ShardWriter {
 }
 
 impl ShardWriter {
-    /// Creates the output directory. Errors: [`Error::InvalidArgument`] for bad options or
+    /// Creates the output directory (and removes temporary shard files that killed writers left
+    /// there). Errors: [`Error::InvalidArgument`] for bad options or
     /// when the directory already holds shards with this prefix and split (they would mix with
     /// the new ones when loading; remove them or choose another prefix); [`Error::Io`].
     pub fn new(opts: WriterOptions) -> Result<Self> {
         opts.validate()?;
         std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
+        // Temp files of shard writes killed mid-way (hidden, never listed as shards).
+        crate::fsutil::remove_stale_temps(&opts.out_dir, |t| ShardFormat::from_path(Path::new(t)).is_some());
         let splits: Vec<&str> = match &opts.naming {
             SplitNaming::Split(s) => vec![s.as_str()],
             SplitNaming::FirstShardVal => vec!["val", "train"],

@@ -93,6 +93,10 @@ pub struct Sampler {
     rng: Rng,
     /// Scratch: candidate ids sorted by logit.
     order: Vec<u32>,
+    /// Scratch: unnormalised probabilities of `order`.
+    weights: Vec<f64>,
+    /// Scratch: which ids the repetition penalty already touched.
+    seen: Vec<bool>,
 }
 
 impl Sampler {
@@ -104,7 +108,7 @@ impl Sampler {
 
     /// A sampler drawing from `rng` (settings must already be valid).
     pub(crate) fn with_rng(params: SamplingParams, rng: Rng) -> Self {
-        Sampler { params, rng, order: Vec::new() }
+        Sampler { params, rng, order: Vec::new(), weights: Vec::new(), seen: Vec::new() }
     }
 
     /// The settings.
@@ -113,11 +117,12 @@ impl Sampler {
     }
 
     /// Picks the next token from `logits` (modified in place) given the `history` of the
-    /// sequence so far (prompt + generated; used by the penalties).
+    /// sequence so far (prompt + generated; used by the penalties). Scratch buffers are
+    /// reused, so a call does not allocate once they have grown.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
         let p = self.params;
         if p.repetition_penalty != 1.0 {
-            apply_repetition_penalty(logits, history, p.repetition_penalty);
+            penalize_once(logits, history, p.repetition_penalty, &mut self.seen);
         }
         if p.no_repeat_ngram_size > 0 {
             ban_repeated_ngrams(logits, history, p.no_repeat_ngram_size);
@@ -144,7 +149,9 @@ impl Sampler {
         }
         self.order.sort_unstable_by(by_logit);
         let max = logits[self.order[0] as usize];
-        let weights: Vec<f64> = self.order.iter().map(|&i| ((logits[i as usize] - max) as f64).exp()).collect();
+        self.weights.clear();
+        self.weights.extend(self.order.iter().map(|&i| ((logits[i as usize] - max) as f64).exp()));
+        let weights = &self.weights;
         let total: f64 = weights.iter().sum();
         let mut keep = self.order.len();
         if let Some(top_p) = p.top_p {
@@ -188,19 +195,33 @@ pub fn argmax(values: &[f32]) -> usize {
 
 /// HF's `RepetitionPenaltyLogitsProcessor`: every token id in `history`, once.
 pub fn apply_repetition_penalty(logits: &mut [f32], history: &[u32], penalty: f32) {
-    let mut seen: Vec<u32> = history.iter().copied().filter(|&t| (t as usize) < logits.len()).collect();
-    seen.sort_unstable();
-    seen.dedup();
-    for t in seen {
-        let l = &mut logits[t as usize];
-        *l = if *l < 0.0 { *l * penalty } else { *l / penalty };
+    penalize_once(logits, history, penalty, &mut Vec::new());
+}
+
+/// [`apply_repetition_penalty`] with a reusable `seen` scratch (left all `false`).
+fn penalize_once(logits: &mut [f32], history: &[u32], penalty: f32, seen: &mut Vec<bool>) {
+    seen.resize(logits.len(), false);
+    for &t in history {
+        let t = t as usize;
+        if t < logits.len() && !seen[t] {
+            seen[t] = true;
+            let l = &mut logits[t];
+            *l = if *l < 0.0 { *l * penalty } else { *l / penalty };
+        }
+    }
+    for &t in history {
+        if let Some(m) = seen.get_mut(t as usize) {
+            *m = false;
+        }
     }
 }
 
 /// HF's `NoRepeatNGramLogitsProcessor`: bans every token that would complete an n-gram
 /// already present in `history`.
 pub fn ban_repeated_ngrams(logits: &mut [f32], history: &[u32], n: usize) {
-    if n == 0 || history.len() + 1 < n {
+    // With fewer than n tokens there is no n-gram to repeat (and `history.len() - n` below
+    // would underflow when `history.len() + 1 == n`).
+    if n == 0 || history.len() < n {
         return;
     }
     let prefix = &history[history.len() + 1 - n..];
@@ -284,6 +305,16 @@ mod tests {
         // greedy with a penalty switches away from a repeated token
         let mut s = sampler(SamplingParams { repetition_penalty: 2.0, ..SamplingParams::greedy() });
         assert_eq!(s.sample(&mut [2.0, 1.5], &[0]), 1);
+    }
+
+    #[test]
+    fn repeated_calls_reuse_clean_scratch() {
+        // the penalty's `seen` scratch must be reset between calls: token 1 is penalised only
+        // in the second call, token 0 only in the first
+        let mut s = sampler(SamplingParams { repetition_penalty: 2.0, ..SamplingParams::greedy() });
+        assert_eq!(s.sample(&mut [2.0, 1.5], &[0, 0]), 1);
+        assert_eq!(s.sample(&mut [1.4, 2.0], &[1]), 0);
+        assert_eq!(s.sample(&mut [2.0, 1.5], &[]), 0);
     }
 
     #[test]

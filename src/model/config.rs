@@ -159,9 +159,9 @@ impl Config {
         })
     }
 
-    /// MLP hidden width (`n_inner` or `4 * n_embd`).
+    /// MLP hidden width (`n_inner` or `4 * n_embd`, saturating).
     pub fn mlp_hidden(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        self.n_inner.unwrap_or(self.n_embd.saturating_mul(4))
     }
 
     /// Width of one attention head.
@@ -184,8 +184,8 @@ impl Config {
         if self.vocab_size == 0 || self.vocab_size > u32::MAX as usize {
             return bad(format!("vocab_size ({}) must be in 1..=u32::MAX", self.vocab_size));
         }
-        if self.n_positions == 0 {
-            return bad("n_positions must be positive".into());
+        if self.n_positions == 0 || self.n_positions > u32::MAX as usize {
+            return bad(format!("n_positions ({}) must be in 1..=u32::MAX", self.n_positions));
         }
         if self.mlp_hidden() == 0 {
             return bad("n_inner must be positive".into());
@@ -209,16 +209,34 @@ impl Config {
                 return bad(format!("{name} ({p}) must be in [0, 1)"));
             }
         }
+        if self.checked_num_parameters().is_none() {
+            return bad("the parameter count overflows usize (absurd n_layer / n_embd / vocab_size)".into());
+        }
         Ok(())
+    }
+
+    /// Parses and validates a `config.json` document held in memory (`path` is only used in
+    /// error messages). Errors: [`Error::Json`] for malformed JSON or wrong field types,
+    /// [`Error::InvalidConfig`] for values [`Config::validate`] rejects.
+    ///
+    /// ```
+    /// let c = gpt2::Config::from_json_str(r#"{"n_layer": 2, "n_head": 2, "n_embd": 8}"#, "<inline>").unwrap();
+    /// assert_eq!(c.mlp_hidden(), 32);
+    /// assert!(gpt2::Config::from_json_str("{", "<inline>").is_err());
+    /// ```
+    pub fn from_json_str(text: &str, path: impl AsRef<Path>) -> Result<Self> {
+        let cfg: Config = serde_json::from_str(text)
+            .map_err(|e| Error::Json { path: path.as_ref().to_path_buf(), reason: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// Reads and validates a HuggingFace `config.json`.
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let cfg: Config =
-            serde_json::from_str(&text).map_err(|e| Error::Json { path: path.to_path_buf(), reason: e.to_string() })?;
-        cfg.validate()?;
-        Ok(cfg)
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| Error::Json { path: path.to_path_buf(), reason: format!("not UTF-8: {e}") })?;
+        Self::from_json_str(&text, path)
     }
 
     /// Serializes to a `config.json` that transformers' `GPT2LMHeadModel.from_pretrained` reads.
@@ -237,11 +255,26 @@ impl Config {
         serde_json::to_string_pretty(&v).expect("json")
     }
 
-    /// Number of parameters (with the LM head tied to `wte`).
+    /// Number of parameters (with the LM head tied to `wte`); `usize::MAX` when the count
+    /// overflows (such a config fails [`Config::validate`]).
     pub fn num_parameters(&self) -> usize {
+        self.checked_num_parameters().unwrap_or(usize::MAX)
+    }
+
+    /// Number of parameters, or `None` when it overflows `usize`.
+    pub fn checked_num_parameters(&self) -> Option<usize> {
         let (c, h, l) = (self.n_embd, self.mlp_hidden(), self.n_layer);
-        let per_layer = 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + 2 * c + (c * h + h) + (h * c + c);
-        self.vocab_size * c + self.n_positions * c + l * per_layer + 2 * c
+        let mul = |a: usize, b: usize| a.checked_mul(b);
+        let sum = |xs: &[Option<usize>]| xs.iter().try_fold(0usize, |acc, x| acc.checked_add((*x)?));
+        let per_layer = sum(&[
+            mul(c, 2),
+            mul(c, 3).and_then(|c3| mul(c, c3)?.checked_add(c3)),
+            mul(c, c).and_then(|x| x.checked_add(c)),
+            mul(c, 2),
+            mul(c, h).and_then(|x| x.checked_add(h)),
+            mul(h, c).and_then(|x| x.checked_add(c)),
+        ]);
+        sum(&[mul(self.vocab_size, c), mul(self.n_positions, c), per_layer.and_then(|p| mul(l, p)), mul(c, 2)])
     }
 }
 

@@ -79,6 +79,9 @@ pub struct KvCache {
 
 impl KvCache {
     /// A cache for `batch` rows and up to `capacity` positions (≤ `n_positions`).
+    ///
+    /// Errors: [`Error::InvalidArgument`] (`batch` is 0, or the cache's bytes would exceed the
+    /// address space), [`Error::SequenceTooLong`] (`capacity` is 0 or above `n_positions`).
     pub fn new(config: &Config, batch: usize, capacity: usize) -> Result<Self> {
         if batch == 0 {
             return Err(Error::arg("batch", "must be at least 1"));
@@ -86,7 +89,15 @@ impl KvCache {
         if capacity == 0 || capacity > config.n_positions {
             return Err(Error::SequenceTooLong { len: capacity, n_positions: config.n_positions });
         }
-        let per_layer = batch * config.n_embd * capacity;
+        // K and V of every layer, in bytes, must be addressable (a huge batch is an error, not
+        // an overflow or an abort on a request for more than the address space).
+        let per_layer = batch
+            .checked_mul(config.n_embd)
+            .and_then(|n| n.checked_mul(capacity))
+            .filter(|&n| n.checked_mul(config.n_layer * 2 * 4).is_some_and(|b| b <= isize::MAX as usize))
+            .ok_or_else(|| {
+                Error::arg("batch", format!("a cache of {batch} rows × {capacity} positions exceeds the address space"))
+            })?;
         Ok(KvCache {
             batch,
             capacity,

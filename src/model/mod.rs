@@ -87,15 +87,22 @@ impl Gpt2 {
         self.params.len()
     }
 
-    /// Where the forward pass runs, as reported in evaluation summaries (`"cpu"`).
+    /// The device the forward pass runs on: always [`Device::Cpu`](crate::device::Device::Cpu)
+    /// (the GPU model is `gpt2::cuda::CudaModel`, behind the `cuda` feature).
+    pub fn device(&self) -> crate::device::Device {
+        crate::device::Device::Cpu
+    }
+
+    /// Where the forward pass runs, as reported in evaluation summaries
+    /// (`self.device().label()`, i.e. `"cpu"`).
     ///
     /// ```
     /// # use gpt2::{Config, Gpt2};
     /// let model = Gpt2::new_random(Config::nano(16, 100), 0).unwrap();
     /// assert_eq!(model.device_label(), "cpu");
     /// ```
-    pub fn device_label(&self) -> &'static str {
-        "cpu"
+    pub fn device_label(&self) -> String {
+        self.device().label()
     }
 
     /// The storage type of the weights the forward pass multiplies with, as reported in
