@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example forward_speed -- --model DIR --batch 4 --seq 256 --iters 5 --json
-//! cargo run --release --example forward_speed -- --random 124m --batch 1 --seq 1024
+//! cargo run --release --example forward_speed -- --random 124m --batch 1 --seq 1024 --dtype bf16
 //! ```
 
 use std::time::Instant;
@@ -34,6 +34,9 @@ struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Inference weight storage: f32, f16, bf16 or int8.
+    #[arg(long, default_value = "f32")]
+    dtype: gpt2::WeightDtype,
 }
 
 /// CPU time of all threads of this process (Linux `schedstat`, ns precision), if readable.
@@ -53,7 +56,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Some(p), _) => Gpt2::load(p)?,
         (None, Some(name)) => Gpt2::new_random(Config::preset(name)?, 0)?,
         (None, None) => Gpt2::new_random(Config::gpt2_124m(), 0)?,
-    };
+    }
+    .with_weight_dtype(args.dtype);
     let v = model.config().vocab_size as u32;
     let tokens = Array2::from_shape_fn((args.batch, args.seq), |(i, j)| ((i * 7919 + j * 104_729) as u32) % v);
     model.logits_batch(tokens.view())?; // warm-up
@@ -73,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{}",
             serde_json::json!({
-                "batch": args.batch, "seq": args.seq, "iters": times.len(),
+                "batch": args.batch, "seq": args.seq, "iters": times.len(), "dtype": model.dtype_label(),
                 "median_seconds": median, "tokens_per_second": tps, "cpu_seconds_per_iter": cpu,
                 "threads": rayon::current_num_threads(),
             })

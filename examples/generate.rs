@@ -66,6 +66,9 @@ struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Inference weight storage: f32, f16, bf16 or int8.
+    #[arg(long, default_value = "f32")]
+    dtype: gpt2::WeightDtype,
 }
 
 fn main() {
@@ -77,7 +80,7 @@ fn main() {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let tok = Tokenizer::gpt2()?;
-    let model = Gpt2::load(&args.model)
+    let model = Gpt2::load_with(&args.model, &gpt2::LoadOptions { dtype: args.dtype })
         .map_err(|e| format!("cannot load the model at {}: {e} (pass --model DIR)", args.model.display()))?;
     let sampling = if args.greedy {
         SamplingParams {

@@ -43,6 +43,9 @@ struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Inference weight storage: f32, f16, bf16 or int8.
+    #[arg(long, default_value = "f32")]
+    dtype: gpt2::WeightDtype,
 }
 
 fn default_model() -> PathBuf {
@@ -56,7 +59,8 @@ fn default_model() -> PathBuf {
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let path = args.model.clone().unwrap_or_else(default_model);
-    let model = Gpt2::load(&path).map_err(|e| format!("cannot load the model at {}: {e}", path.display()))?;
+    let model = Gpt2::load_with(&path, &gpt2::LoadOptions { dtype: args.dtype })
+        .map_err(|e| format!("cannot load the model at {}: {e}", path.display()))?;
     let tok = Tokenizer::gpt2()?;
     let text = match (&args.file, &args.text) {
         (Some(f), _) => std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?,

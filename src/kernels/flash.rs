@@ -9,6 +9,8 @@
 //! `O' = O·e^{m−m'} + Σ p_j v_j`, and finally `O / l`. Memory is O(BQ·BK) per task whatever T.
 //! Masked keys (causal or padding) get `p = 0` exactly; a query with no visible key gets zeros.
 
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
 use super::attention::{AttnDims, HeadView};
@@ -36,9 +38,59 @@ struct Scratch {
     tail: Vec<f32>,
 }
 
+/// Reusable per-thread scratch for [`attention_fast_in`]: once warm, attention allocates
+/// nothing (decode steps stay allocation-free).
+#[derive(Default)]
+pub struct AttnScratch {
+    slots: Vec<Mutex<Scratch>>,
+}
+
+impl AttnScratch {
+    /// Makes room for every thread of the current rayon pool (plus the caller), and for decode
+    /// calls with up to `max_keys` keys.
+    pub fn ensure(&mut self, max_keys: usize) {
+        let want = rayon::current_num_threads() + 1;
+        if self.slots.len() < want {
+            self.slots.resize_with(want, Default::default);
+        }
+        for slot in &mut self.slots {
+            let s = slot.get_mut().unwrap_or_else(|e| e.into_inner());
+            s.s.reserve(max_keys.saturating_sub(s.s.len()));
+        }
+    }
+}
+
+impl Clone for AttnScratch {
+    /// Scratch is not shared: a clone starts empty.
+    fn clone(&self) -> Self {
+        AttnScratch::default()
+    }
+}
+
+impl std::fmt::Debug for AttnScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AttnScratch({} slots)", self.slots.len())
+    }
+}
+
 /// Causal attention `out[B, tq, NH·hd]` like [`super::attention::attention_forward`] without
 /// probabilities: tiled with an online softmax for `tq ≥ 8`, streaming for decode.
 pub fn attention_fast(out: &mut [f32], q: HeadView, k: HeadView, v: HeadView, key_mask: Option<&[bool]>, d: AttnDims) {
+    let mut scratch = AttnScratch::default();
+    scratch.ensure(d.tk());
+    attention_fast_in(out, q, k, v, key_mask, d, &scratch);
+}
+
+/// [`attention_fast`] with caller-owned scratch (see [`AttnScratch`]).
+pub fn attention_fast_in(
+    out: &mut [f32],
+    q: HeadView,
+    k: HeadView,
+    v: HeadView,
+    key_mask: Option<&[bool]>,
+    d: AttnDims,
+    scratch: &AttnScratch,
+) {
     let AttnDims { b, tq, nh, hd, .. } = d;
     let tk = d.tk();
     assert!(out.len() >= b * tq * nh * hd, "attention output too small");
@@ -46,7 +98,7 @@ pub fn attention_fast(out: &mut [f32], q: HeadView, k: HeadView, v: HeadView, ke
         assert!(m.len() >= b * tk, "key mask too small");
     }
     let op = SendPtr(out.as_mut_ptr());
-    (0..b * nh).into_par_iter().for_each_init(Scratch::default, |s, bh| {
+    let work = |s: &mut Scratch, bh: usize| {
         let (bi, h) = (bh / nh, bh % nh);
         let mask = key_mask.map(|m| &m[bi * tk..(bi + 1) * tk]);
         // SAFETY: task (bi, h) writes only head h's columns of batch row bi.
@@ -56,6 +108,14 @@ pub fn attention_fast(out: &mut [f32], q: HeadView, k: HeadView, v: HeadView, ke
             } else {
                 head_streaming(op, q, k, v, mask, d, bi, h, s);
             }
+        }
+    };
+    (0..b * nh).into_par_iter().for_each(|bh| {
+        // a worker runs one task at a time, so its slot is never contended
+        let slot = rayon::current_thread_index().map_or(scratch.slots.len().wrapping_sub(1), |i| i);
+        match scratch.slots.get(slot) {
+            Some(m) => work(&mut m.lock().unwrap_or_else(|e| e.into_inner()), bh),
+            None => work(&mut Scratch::default(), bh),
         }
     });
 }

@@ -18,9 +18,6 @@ use super::gemm::packed::PackedData;
 use super::gemm::{BMat, Epilogue, MatRef, PackedB, SendPtr, SMALL_M};
 use super::vmath;
 
-/// Accumulator block width of the row-major kernel.
-const CBW: usize = 512;
-
 /// Tries the GEMV path; `false` when the operands do not fit it (caller falls back to GEMM).
 pub(crate) fn gemv(c: &mut [f32], ldc: usize, a: MatRef<'_>, b: BMat<'_>, epi: Epilogue<'_>) -> bool {
     let (m, k) = (a.rows(), a.cols());
@@ -33,12 +30,7 @@ pub(crate) fn gemv(c: &mut [f32], ldc: usize, a: MatRef<'_>, b: BMat<'_>, epi: E
     let out = Out { c: cp, ldc, epi };
     match b {
         BMat::F32(bm) if bm.cs() == 1 => {
-            let ldb = if k == 1 { n } else { bm.rs() };
-            let wdata = bm.data();
-            for_column_blocks(n, k, 16, CBW, |c0, c1| {
-                // SAFETY: column block c0..c1 of C belongs to this task; B and X are bounds-checked views.
-                unsafe { rows_block(&x, wdata, ldb, c0, c1, &out) }
-            });
+            rows_gemv(&x, bm.data(), bm.rs(), n, &out);
             true
         }
         BMat::F32(bm) if bm.rs() == 1 => {
@@ -115,43 +107,100 @@ fn finish_scalar(acc: f32, cp: *mut f32, j: usize, epi: &Epilogue<'_>) {
     }
 }
 
-/// Row-major f32 weights, columns `c0..c1` (≤ [`CBW`] wide per call chunk).
-///
-/// # Safety
-/// Columns `c0..c1` of C are this caller's; `w` holds `B[k, n]` with row stride `ldb`.
-unsafe fn rows_block(x: &X<'_>, w: &[f32], ldb: usize, c0: usize, c1: usize, out: &Out<'_>) {
-    let mut cs = c0;
-    while cs < c1 {
-        let ce = (cs + CBW).min(c1);
-        #[cfg(target_arch = "x86_64")]
-        if crate::kernels::simd::simd_level() == crate::kernels::simd::SimdLevel::Avx512 {
-            x86::rows_avx512(x, w, ldb, cs, ce, out);
-            cs = ce;
-            continue;
-        }
-        rows_portable(x, w, ldb, cs, ce, out);
-        cs = ce;
+/// Capacity (floats) of one stack accumulator block: `m` rows × ≤ `ACC / m` columns.
+const ACC: usize = 8192;
+
+/// Row-major f32 weights `B[k, n]` (row stride `ldb`): column blocks as wide as the stack
+/// accumulator allows (all of `n` for one row up to 8192 columns), each split over K into
+/// contiguous row ranges that run in parallel and are summed in a fixed tree order
+/// (deterministic whatever the thread count). Every task streams whole weight rows.
+fn rows_gemv(x: &X<'_>, w: &[f32], ldb: usize, n: usize, out: &Out<'_>) {
+    let threads = rayon::current_num_threads().max(1);
+    let width = (ACC / x.m).min(n).max(1);
+    let width = if width < n { width / 16 * 16 } else { width };
+    let blocks = n.div_ceil(width);
+    let small = threads == 1 || x.k * n < 1 << 15;
+    let leaves = if small { 1 } else { (4 * threads).div_ceil(blocks).min(x.k.div_ceil(64)).max(1) };
+    let run = |blk: usize| {
+        let (c0, c1) = (blk * width, ((blk + 1) * width).min(n));
+        let mut acc = [0f32; ACC];
+        let used = x.m * (c1 - c0);
+        rows_partial(x, w, ldb, 0, x.k, c0, c1, &mut acc[..used], leaves);
+        // SAFETY: columns c0..c1 of C belong to this block.
+        unsafe { rows_finish(x, &acc[..used], c0, c1, out) };
+    };
+    if small || blocks == 1 {
+        (0..blocks).for_each(run);
+    } else {
+        (0..blocks).into_par_iter().for_each(run);
     }
 }
 
-/// Portable version of [`rows_block`] for one chunk.
-fn rows_portable(x: &X<'_>, w: &[f32], ldb: usize, c0: usize, c1: usize, out: &Out<'_>) {
+/// `acc[m, c1−c0] = X[:, k0..k1] · B[k0..k1, c0..c1]`, split into `leaves` parallel K ranges.
+#[allow(clippy::too_many_arguments)]
+fn rows_partial(
+    x: &X<'_>,
+    w: &[f32],
+    ldb: usize,
+    k0: usize,
+    k1: usize,
+    c0: usize,
+    c1: usize,
+    acc: &mut [f32],
+    leaves: usize,
+) {
+    if leaves <= 1 || k1 - k0 < 32 {
+        acc.fill(0.0);
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::simd::simd_level() == crate::kernels::simd::SimdLevel::Avx512 {
+            // SAFETY: feature detected; ranges are inside the views.
+            unsafe { x86::rows_avx512(x, w, ldb, k0, k1, c0, c1, acc) };
+            return;
+        }
+        rows_portable(x, w, ldb, k0, k1, c0, c1, acc);
+        return;
+    }
+    let half = leaves / 2;
+    let mid = k0 + (k1 - k0) * half / leaves;
+    let mut right = [0f32; ACC];
+    let right = &mut right[..acc.len()];
+    rayon::join(
+        || rows_partial(x, w, ldb, k0, mid, c0, c1, acc, half),
+        || rows_partial(x, w, ldb, mid, k1, c0, c1, right, leaves - half),
+    );
+    for (a, r) in acc.iter_mut().zip(right.iter()) {
+        *a += r;
+    }
+}
+
+/// Portable leaf of [`rows_partial`].
+#[allow(clippy::too_many_arguments)]
+fn rows_portable(x: &X<'_>, w: &[f32], ldb: usize, k0: usize, k1: usize, c0: usize, c1: usize, acc: &mut [f32]) {
     let width = c1 - c0;
-    let mut acc = [0f32; SMALL_M * CBW];
-    for p in 0..x.k {
+    for p in k0..k1 {
         let wrow = &w[p * ldb + c0..p * ldb + c1];
         for r in 0..x.m {
             let xv = x.data[r * x.ld + p];
-            for (a, &wv) in acc[r * CBW..r * CBW + width].iter_mut().zip(wrow) {
+            for (a, &wv) in acc[r * width..(r + 1) * width].iter_mut().zip(wrow) {
                 *a += xv * wv;
             }
         }
     }
+}
+
+/// Applies the epilogue to an accumulator block and stores it in columns `c0..c1`.
+///
+/// # Safety
+/// Columns `c0..c1` of C are this caller's.
+unsafe fn rows_finish(x: &X<'_>, acc: &[f32], c0: usize, c1: usize, out: &Out<'_>) {
+    let width = c1 - c0;
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::simd::simd_level() == crate::kernels::simd::SimdLevel::Avx512 {
+        return x86::finish_rows_avx512(x.m, acc, c0, c1, out);
+    }
     for r in 0..x.m {
         for j in 0..width {
-            // SAFETY: row r, column c0+j is in C and owned by this task.
-            let cp = unsafe { out.c.get().add(r * out.ldc + c0 + j) };
-            finish_scalar(acc[r * CBW + j], cp, c0 + j, &out.epi);
+            finish_scalar(acc[r * width + j], out.c.get().add(r * out.ldc + c0 + j), c0 + j, &out.epi);
         }
     }
 }
@@ -245,18 +294,28 @@ mod x86 {
         _mm512_mask_storeu_ps(cp, mask, r);
     }
 
-    /// Row-major weights: four weight rows per step into an L1 accumulator block.
+    /// Leaf of the row-major GEMV: rows `k0..k1`, four weight rows per step, into the
+    /// accumulator block `acc[m][c1−c0]` (L1 resident).
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) unsafe fn rows_avx512(x: &X<'_>, w: &[f32], ldb: usize, c0: usize, c1: usize, out: &Out<'_>) {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn rows_avx512(
+        x: &X<'_>,
+        w: &[f32],
+        ldb: usize,
+        k0: usize,
+        k1: usize,
+        c0: usize,
+        c1: usize,
+        acc: &mut [f32],
+    ) {
         let width = c1 - c0;
         let nv = width.div_ceil(16);
-        let mut acc = [_mm512_setzero_ps(); SMALL_M * CBW / 16];
         let tail = mask16(width - (nv - 1) * 16);
         let wp = w.as_ptr().add(c0);
         let xp = x.data.as_ptr();
-        let k4 = x.k / 4 * 4;
-        let mut p = 0;
-        while p < k4 {
+        let ap = acc.as_mut_ptr();
+        let mut p = k0;
+        while p + 4 <= k1 {
             let (w0, w1, w2, w3) =
                 (wp.add(p * ldb), wp.add((p + 1) * ldb), wp.add((p + 2) * ldb), wp.add((p + 3) * ldb));
             for r in 0..x.m {
@@ -267,35 +326,49 @@ mod x86 {
                     _mm512_set1_ps(*xr.add(2)),
                     _mm512_set1_ps(*xr.add(3)),
                 );
-                let accr = &mut acc[r * (CBW / 16)..r * (CBW / 16) + nv];
-                for (v, a) in accr.iter_mut().enumerate() {
+                let ar = ap.add(r * width);
+                for v in 0..nv {
                     let m = if v + 1 == nv { tail } else { 0xffff };
                     let o = v * 16;
-                    let mut s = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(m, w0.add(o)), *a);
+                    let mut s =
+                        _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(m, w0.add(o)), _mm512_maskz_loadu_ps(m, ar.add(o)));
                     s = _mm512_fmadd_ps(x1, _mm512_maskz_loadu_ps(m, w1.add(o)), s);
                     s = _mm512_fmadd_ps(x2, _mm512_maskz_loadu_ps(m, w2.add(o)), s);
-                    *a = _mm512_fmadd_ps(x3, _mm512_maskz_loadu_ps(m, w3.add(o)), s);
+                    s = _mm512_fmadd_ps(x3, _mm512_maskz_loadu_ps(m, w3.add(o)), s);
+                    _mm512_mask_storeu_ps(ar.add(o), m, s);
                 }
             }
             p += 4;
         }
-        while p < x.k {
+        while p < k1 {
             let w0 = wp.add(p * ldb);
             for r in 0..x.m {
                 let x0 = _mm512_set1_ps(*xp.add(r * x.ld + p));
-                let accr = &mut acc[r * (CBW / 16)..r * (CBW / 16) + nv];
-                for (v, a) in accr.iter_mut().enumerate() {
+                let ar = ap.add(r * width);
+                for v in 0..nv {
                     let m = if v + 1 == nv { tail } else { 0xffff };
-                    *a = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(m, w0.add(v * 16)), *a);
+                    let o = v * 16;
+                    let s =
+                        _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(m, w0.add(o)), _mm512_maskz_loadu_ps(m, ar.add(o)));
+                    _mm512_mask_storeu_ps(ar.add(o), m, s);
                 }
             }
             p += 1;
         }
-        for r in 0..x.m {
+    }
+
+    /// Epilogue + store of an accumulator block `acc[m][c1−c0]`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn finish_rows_avx512(m: usize, acc: &[f32], c0: usize, c1: usize, out: &Out<'_>) {
+        let width = c1 - c0;
+        let nv = width.div_ceil(16);
+        let tail = mask16(width - (nv - 1) * 16);
+        for r in 0..m {
             for v in 0..nv {
-                let m = if v + 1 == nv { tail } else { 0xffff };
+                let mk = if v + 1 == nv { tail } else { 0xffff };
+                let a = _mm512_maskz_loadu_ps(mk, acc.as_ptr().add(r * width + v * 16));
                 let j = c0 + v * 16;
-                finish16(acc[r * (CBW / 16) + v], out.c.get().add(r * out.ldc + j), j, m, &out.epi);
+                finish16(a, out.c.get().add(r * out.ldc + j), j, mk, &out.epi);
             }
         }
     }
@@ -310,40 +383,110 @@ mod x86 {
     /// Transposed weights: dot products, 4 columns × up to 4 rows per register block.
     #[target_feature(enable = "avx512f,fma")]
     pub(super) unsafe fn dots_avx512(x: &X<'_>, bt: &[f32], ldb: usize, c0: usize, c1: usize, out: &Out<'_>) {
+        let mut r0 = 0;
+        while r0 < x.m {
+            match x.m - r0 {
+                1 => dots_rows::<1>(x, r0, bt, ldb, c0, c1, out),
+                2 => dots_rows::<2>(x, r0, bt, ldb, c0, c1, out),
+                3 => dots_rows::<3>(x, r0, bt, ldb, c0, c1, out),
+                _ => dots_rows::<4>(x, r0, bt, ldb, c0, c1, out),
+            }
+            r0 += 4;
+        }
+    }
+
+    /// `R` activation rows × 4 weight rows at a time; the 4 weight rows are contiguous, so each
+    /// task streams one contiguous range of `bt`.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn dots_rows<const R: usize>(
+        x: &X<'_>,
+        r0: usize,
+        bt: &[f32],
+        ldb: usize,
+        c0: usize,
+        c1: usize,
+        out: &Out<'_>,
+    ) {
         let k = x.k;
-        let kv = k.div_ceil(16);
-        let ktail = mask16(k - (kv.max(1) - 1) * 16);
-        let xp = x.data.as_ptr();
-        let bp = bt.as_ptr();
+        let (kfull, rem) = (k / 16, k % 16);
+        let mrem = mask16(rem);
+        let mut xs = [x.data.as_ptr(); R];
+        for (r, xr) in xs.iter_mut().enumerate() {
+            *xr = x.data.as_ptr().add((r0 + r) * x.ld);
+        }
         let mut j = c0;
         while j < c1 {
             let nj = 4.min(c1 - j);
-            let mut r0 = 0;
-            while r0 < x.m {
-                let nr = 4.min(x.m - r0);
-                let mut acc = [[_mm512_setzero_ps(); 4]; 4];
-                for v in 0..kv {
-                    let m = if v + 1 == kv { ktail } else { 0xffff };
-                    let mut wv = [_mm512_setzero_ps(); 4];
-                    for (jj, w) in wv.iter_mut().enumerate().take(nj) {
-                        *w = _mm512_maskz_loadu_ps(m, bp.add((j + jj) * ldb + v * 16));
-                    }
-                    for (rr, acc_r) in acc.iter_mut().enumerate().take(nr) {
-                        let xv = _mm512_maskz_loadu_ps(m, xp.add((r0 + rr) * x.ld + v * 16));
-                        for jj in 0..4 {
-                            acc_r[jj] = _mm512_fmadd_ps(xv, wv[jj], acc_r[jj]);
-                        }
-                    }
-                }
-                for (rr, acc_r) in acc.iter().enumerate().take(nr) {
-                    for (jj, &a) in acc_r.iter().enumerate().take(nj) {
-                        let cp = out.c.get().add((r0 + rr) * out.ldc + j + jj);
-                        finish_scalar(hsum(a), cp, j + jj, &out.epi);
+            let mut w = [bt.as_ptr(); 4];
+            for (jj, wj) in w.iter_mut().enumerate() {
+                // missing columns re-read the last one (computed, never stored)
+                *wj = bt.as_ptr().add((j + jj.min(nj - 1)) * ldb);
+            }
+            let mut acc = [[_mm512_setzero_ps(); 4]; R];
+            for v in 0..kfull {
+                let o = v * 16;
+                let wv = [
+                    _mm512_loadu_ps(w[0].add(o)),
+                    _mm512_loadu_ps(w[1].add(o)),
+                    _mm512_loadu_ps(w[2].add(o)),
+                    _mm512_loadu_ps(w[3].add(o)),
+                ];
+                for r in 0..R {
+                    let xv = _mm512_loadu_ps(xs[r].add(o));
+                    for jj in 0..4 {
+                        acc[r][jj] = _mm512_fmadd_ps(xv, wv[jj], acc[r][jj]);
                     }
                 }
-                r0 += 4;
+            }
+            if rem > 0 {
+                let o = kfull * 16;
+                let wv = [
+                    _mm512_maskz_loadu_ps(mrem, w[0].add(o)),
+                    _mm512_maskz_loadu_ps(mrem, w[1].add(o)),
+                    _mm512_maskz_loadu_ps(mrem, w[2].add(o)),
+                    _mm512_maskz_loadu_ps(mrem, w[3].add(o)),
+                ];
+                for r in 0..R {
+                    let xv = _mm512_maskz_loadu_ps(mrem, xs[r].add(o));
+                    for jj in 0..4 {
+                        acc[r][jj] = _mm512_fmadd_ps(xv, wv[jj], acc[r][jj]);
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                for (jj, &a) in acc_r.iter().enumerate().take(nj) {
+                    let cp = out.c.get().add((r0 + r) * out.ldc + j + jj);
+                    finish_scalar(hsum(a), cp, j + jj, &out.epi);
+                }
             }
             j += 4;
+        }
+    }
+
+    /// Software prefetch distance in the weight stream.
+    const PF_BYTES: usize = 8192;
+
+    /// Bytes per stored element.
+    #[inline]
+    fn data_elem_bytes(data: &PackedData) -> usize {
+        match data {
+            PackedData::F32(_) => 4,
+            PackedData::F16(_) => 2,
+            PackedData::I8 { .. } => 1,
+            PackedData::Bf16(_) => 4,
+        }
+    }
+
+    /// Base pointer of the stored elements (for prefetching).
+    #[inline]
+    fn data_ptr(data: &PackedData) -> *const i8 {
+        match data {
+            PackedData::F32(d) => d.as_ptr() as *const i8,
+            PackedData::F16(d) => d.as_ptr() as *const i8,
+            PackedData::I8 { q, .. } => q.as_ptr(),
+            PackedData::Bf16(d) => d.as_ptr() as *const i8,
         }
     }
 
@@ -385,6 +528,9 @@ mod x86 {
                 let bp = d.as_ptr().add(p * kp * 32) as *const __m512i;
                 let hi_mask = _mm512_set1_epi32(0xffff_0000u32 as i32);
                 for pp in 0..kp {
+                    let ahead = (bp.add(2 * pp) as *const i8).add(PF_BYTES);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.add(64));
                     let v0 = _mm512_loadu_si512(bp.add(2 * pp));
                     let v1 = _mm512_loadu_si512(bp.add(2 * pp + 1));
                     let (e0, o0) = (
@@ -413,7 +559,14 @@ mod x86 {
                 let base = p * k * 32;
                 let k2 = k / 2 * 2;
                 let mut q = 0;
+                let elem = data_elem_bytes(data);
+                let raw = data_ptr(data).add(base * elem);
                 while q < k2 {
+                    // every 64-byte line this iteration consumes (two panel rows), PF_BYTES ahead
+                    let ahead = raw.add(q * 32 * elem + PF_BYTES);
+                    for line in 0..elem {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.add(line * 64));
+                    }
                     let (w0, w1) = load_row(data, base + q * 32);
                     let (w2, w3) = load_row(data, base + (q + 1) * 32);
                     for (r, a) in acc.iter_mut().enumerate().take(x.m) {

@@ -6,8 +6,9 @@ use super::kv_cache::{KvCache, Workspace};
 use super::precision::Linear;
 use super::Gpt2;
 use crate::error::{Error, Result};
-use crate::kernels::attention::{attention_forward, AttnDims, HeadView};
+use crate::kernels::attention::{attention_probs, AttnDims, HeadView};
 use crate::kernels::embed::embed_forward;
+use crate::kernels::flash::attention_fast_in;
 use crate::kernels::gemm::{gemm, Epilogue, MatRef};
 use crate::kernels::layernorm::layernorm_forward;
 
@@ -93,21 +94,64 @@ impl Gpt2 {
         cache: Option<&mut KvCache>,
         opts: &ForwardOptions,
     ) -> Result<ForwardOutput> {
+        // One hop onto the rayon pool for the whole pass: the kernels' parallel loops then start
+        // from a worker thread instead of each blocking the caller (≈ 60 hand-offs per decode step).
+        rayon::scope(|_| self.forward_on_pool(input, cache, opts, None))
+    }
+
+    /// One allocation-free decode step: appends `tokens` (`[B]`, one new token per cache row)
+    /// to `cache` and writes the next-token logits `[B, vocab_size]` into `logits`.
+    ///
+    /// Equivalent to [`forward`](Self::forward) with `[B, 1]` tokens and [`LogitsMode::Last`],
+    /// but the logits go to a caller buffer, and all scratch lives in the cache, so once the
+    /// cache is warm a step allocates nothing.
+    ///
+    /// ```
+    /// use gpt2::{Config, ForwardInput, ForwardOptions, Gpt2, KvCache, LogitsMode};
+    /// let model = Gpt2::new_random(Config::nano(32, 50), 1).unwrap();
+    /// let mut cache = KvCache::new(model.config(), 1, 32).unwrap();
+    /// let prompt = ndarray::arr2(&[[1u32, 2, 3]]);
+    /// let opts = ForwardOptions { logits: LogitsMode::Last, ..Default::default() };
+    /// model.forward(&ForwardInput::new(prompt.view()), Some(&mut cache), &opts).unwrap();
+    /// let mut logits = vec![0f32; 50];
+    /// model.decode_step(&[4], &mut cache, &mut logits).unwrap();
+    /// assert_eq!(cache.len(), 4);
+    /// ```
+    ///
+    /// Errors: as [`forward`](Self::forward); [`Error::Shape`] when `tokens` does not have one
+    /// id per cache row or `logits` is not `[B, vocab_size]`.
+    pub fn decode_step(&self, tokens: &[u32], cache: &mut KvCache, logits: &mut [f32]) -> Result<()> {
+        let b = cache.batch();
+        if tokens.len() != b {
+            return Err(Error::Shape(format!("decode_step got {} tokens for a cache of {b} rows", tokens.len())));
+        }
+        let v = self.config.vocab_size;
+        if logits.len() != b * v {
+            return Err(Error::Shape(format!("decode_step logits buffer has {} values, needs {b}×{v}", logits.len())));
+        }
+        let view = ArrayView2::from_shape((b, 1), tokens).map_err(|e| Error::Shape(e.to_string()))?;
+        let opts = ForwardOptions { logits: LogitsMode::Last, ..Default::default() };
+        let input = ForwardInput::new(view);
+        rayon::scope(|_| self.forward_on_pool(&input, Some(cache), &opts, Some(logits))).map(|_| ())
+    }
+
+    fn forward_on_pool(
+        &self,
+        input: &ForwardInput<'_>,
+        cache: Option<&mut KvCache>,
+        opts: &ForwardOptions,
+        logits_into: Option<&mut [f32]>,
+    ) -> Result<ForwardOutput> {
         match cache {
             Some(cache) => {
                 let mut ws = std::mem::take(&mut cache.ws);
-                let r = self.forward_impl(input, Some(cache), &mut ws, opts);
-                // `cache` was moved into forward_impl; the workspace is restored by it.
-                r.map(|(out, cache)| {
-                    if let Some(c) = cache {
-                        c.ws = ws;
-                    }
-                    out
-                })
+                let r = self.forward_impl(input, Some(&mut *cache), &mut ws, opts, logits_into);
+                cache.ws = ws;
+                r
             }
             None => {
                 let mut ws = Workspace::default();
-                self.forward_impl(input, None, &mut ws, opts).map(|(o, _)| o)
+                self.forward_impl(input, None, &mut ws, opts, logits_into)
             }
         }
     }
@@ -158,13 +202,14 @@ impl Gpt2 {
         Ok((b, t, past))
     }
 
-    fn forward_impl<'c>(
+    fn forward_impl(
         &self,
         input: &ForwardInput<'_>,
-        mut cache: Option<&'c mut KvCache>,
+        mut cache: Option<&mut KvCache>,
         ws: &mut Workspace,
         opts: &ForwardOptions,
-    ) -> Result<(ForwardOutput, Option<&'c mut KvCache>)> {
+        logits_into: Option<&mut [f32]>,
+    ) -> Result<ForwardOutput> {
         let (b, t, past) = self.validate_input(input, cache.as_deref())?;
         let cfg = &self.config;
         let (c, h, v, nh) = (cfg.n_embd, cfg.mlp_hidden(), cfg.vocab_size, cfg.n_head);
@@ -180,6 +225,7 @@ impl Gpt2 {
         // --- positions and key mask ---------------------------------------------------
         ws.pos.clear();
         ws.mask.clear();
+        ws.mask.reserve(b * cache.as_ref().map_or(t, |cc| cc.capacity()));
         let has_mask = input.attention_mask.is_some() || cache.as_ref().is_some_and(|c| c.valid[..].iter().any(|v| !v));
         for bi in 0..b {
             let mut next = cache.as_ref().map_or(0, |c| c.next_pos[bi]);
@@ -207,10 +253,13 @@ impl Gpt2 {
         let key_mask = if has_mask { Some(&ws.mask[..]) } else { None };
 
         // --- embeddings -----------------------------------------------------------------
-        let tokens: Vec<u32> = input.tokens.iter().copied().collect();
+        ws.tokens.clear();
+        ws.tokens.extend(input.tokens.iter().copied());
+        let max_keys = cache.as_ref().map_or(tk, |cc| cc.capacity());
+        ws.attn.ensure(max_keys);
         let wte = &p[lay.wte..lay.wte + v * c];
         let wpe = &p[lay.wpe..lay.wpe + cfg.n_positions * c];
-        embed_forward(&mut ws.x[..n * c], &tokens, &ws.pos, wte, wpe, c);
+        embed_forward(&mut ws.x[..n * c], &ws.tokens, &ws.pos, wte, wpe, c);
 
         let mut out = ForwardOutput::default();
         let to3 = |buf: &[f32]| Array3::from_shape_vec((b, t, c), buf[..n * c].to_vec()).expect("shape");
@@ -248,12 +297,18 @@ impl Gpt2 {
                     }
                     let kview = HeadView { data: &cc.k[l], b_stride: nh * cap * hd, h_stride: cap * hd, t_stride: hd };
                     let vview = HeadView { data: &cc.v[l], ..kview };
-                    attention_forward(att, probs.as_deref_mut(), q, kview, vview, key_mask, dims);
+                    attention_fast_in(att, q, kview, vview, key_mask, dims, &ws.attn);
+                    if let Some(pr) = probs.as_deref_mut() {
+                        attention_probs(pr, q, kview, key_mask, dims);
+                    }
                 }
                 None => {
                     let k = HeadView::from_qkv(qkv, 1, t, c, hd);
                     let vv = HeadView::from_qkv(qkv, 2, t, c, hd);
-                    attention_forward(att, probs.as_deref_mut(), q, k, vv, key_mask, dims);
+                    attention_fast_in(att, q, k, vv, key_mask, dims, &ws.attn);
+                    if let Some(pr) = probs.as_deref_mut() {
+                        attention_probs(pr, q, k, key_mask, dims);
+                    }
                 }
             }
             if let Some(pr) = probs {
@@ -299,20 +354,31 @@ impl Gpt2 {
                 out.logits = Some(Array3::from_shape_vec((b, t, v), logits).expect("shape"));
             }
             LogitsMode::Last => {
-                let mut last = vec![0f32; b * c];
-                for bi in 0..b {
-                    let r = bi * t + t - 1;
-                    last[bi * c..(bi + 1) * c].copy_from_slice(&ln[r * c..(r + 1) * c]);
+                let rows: &[f32] = if t == 1 {
+                    ln
+                } else {
+                    ws.last.clear();
+                    for bi in 0..b {
+                        let r = bi * t + t - 1;
+                        ws.last.extend_from_slice(&ln[r * c..(r + 1) * c]);
+                    }
+                    &ws.last
+                };
+                let head = self.head_weight(packed);
+                match logits_into {
+                    Some(dst) => gemm(dst, v, MatRef::row_major(rows, b, c), head, Epilogue::default()),
+                    None => {
+                        let mut logits = vec![0f32; b * v];
+                        gemm(&mut logits, v, MatRef::row_major(rows, b, c), head, Epilogue::default());
+                        out.logits = Some(Array3::from_shape_vec((b, 1, v), logits).expect("shape"));
+                    }
                 }
-                let mut logits = vec![0f32; b * v];
-                gemm(&mut logits, v, MatRef::row_major(&last, b, c), self.head_weight(packed), Epilogue::default());
-                out.logits = Some(Array3::from_shape_vec((b, 1, v), logits).expect("shape"));
             }
             LogitsMode::None => {}
         }
-        if let Some(cc) = cache.as_deref_mut() {
+        if let Some(cc) = cache {
             cc.set_len(past + t);
         }
-        Ok((out, cache))
+        Ok(out)
     }
 }

@@ -20,6 +20,12 @@ pub(crate) struct Workspace {
     pub pos: Vec<u32>,
     /// Key mask `[B, Tk]` for the current call.
     pub mask: Vec<bool>,
+    /// Token ids `[N]` of the current call.
+    pub tokens: Vec<u32>,
+    /// Last-position hidden states `[B, C]` (logits of the last position only).
+    pub last: Vec<f32>,
+    /// Attention scratch, one slot per rayon thread.
+    pub attn: crate::kernels::flash::AttnScratch,
 }
 
 impl Workspace {

@@ -406,7 +406,18 @@ unsafe fn tile_f32(
         };
         for ir in (m0..m1).step_by(mr) {
             let mrr = mr.min(m1 - ir);
-            let (ap, lda, rows) = if mrr == mr {
+            let (ap, lda, rows) = if mrr == mr && a.rows && a.lda % 1024 == 0 && c1 - c0 > 2 * PANEL {
+                // rows 4 KiB-multiples apart all land in the same L1 sets: copy the block to a
+                // padded stride (reused by every micro-tile of this row block)
+                let ld = kc + 16;
+                s.a_tail.clear();
+                s.a_tail.resize(mr * ld, 0.0);
+                for i in 0..mr {
+                    let src = std::slice::from_raw_parts(a.ptr.0.add((ir + i) * a.lda + pc), kc);
+                    s.a_tail[i * ld..i * ld + kc].copy_from_slice(src);
+                }
+                (s.a_tail.as_ptr(), ld, true)
+            } else if mrr == mr {
                 let p = if a.rows { a.ptr.0.add(ir * a.lda + pc) } else { a.ptr.0.add(ir + pc * a.lda) };
                 (p, a.lda, a.rows)
             } else {
@@ -508,11 +519,19 @@ fn run_bf16(ctx: &Ctx<'_>, mr: usize, kern: ukernel::UkrBf16, a: MatRef<'_>, bda
     let (m, k) = (ctx.m, ctx.k);
     let kp = k.div_ceil(2);
     let mut abf = vec![0u32; m * kp];
-    abf.par_chunks_mut(kp.max(1)).enumerate().for_each(|(i, row)| {
-        for (pp, w) in row.iter_mut().enumerate() {
-            let lo = bf16_bits(a.at(i, 2 * pp)) as u32;
-            let hi = if 2 * pp + 1 < k { bf16_bits(a.at(i, 2 * pp + 1)) as u32 } else { 0 };
-            *w = lo | hi << 16;
+    abf.par_chunks_mut(kp.max(1) * 16).enumerate().for_each(|(blk, rows)| {
+        for (r, row) in rows.chunks_exact_mut(kp.max(1)).enumerate() {
+            let i = blk * 16 + r;
+            if a.cs() == 1 && k > 0 {
+                // a contiguous row in bf16 is exactly the (even, odd) pair layout
+                bf16_row(&a.data()[i * a.rs()..i * a.rs() + k], row);
+                continue;
+            }
+            for (pp, w) in row.iter_mut().enumerate() {
+                let lo = bf16_bits(a.at(i, 2 * pp)) as u32;
+                let hi = if 2 * pp + 1 < k { bf16_bits(a.at(i, 2 * pp + 1)) as u32 } else { 0 };
+                *w = lo | hi << 16;
+            }
         }
     });
     let threads = rayon::current_num_threads();
@@ -573,6 +592,42 @@ fn run_bf16(ctx: &Ctx<'_>, mr: usize, kern: ukernel::UkrBf16, a: MatRef<'_>, bda
         (0..mt * nt).for_each(|t| job(&mut tail, t));
     } else {
         (0..mt * nt).into_par_iter().for_each_init(Vec::new, job);
+    }
+}
+
+/// Rounds a row to bf16 (nearest even) into `(even, odd)` pairs; an odd tail gets a zero partner.
+fn bf16_row(src: &[f32], dst: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::simd::has_avx512_bf16() {
+        // SAFETY: feature detected; `dst` holds ⌈len/2⌉ pairs.
+        unsafe { bf16_row_avx512(src, dst) };
+        return;
+    }
+    for (pp, w) in dst.iter_mut().enumerate() {
+        let lo = bf16_bits(src[2 * pp]) as u32;
+        let hi = src.get(2 * pp + 1).map_or(0, |&x| bf16_bits(x) as u32);
+        *w = lo | hi << 16;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx512vl,avx512bw")]
+unsafe fn bf16_row_avx512(src: &[f32], dst: &mut [u32]) {
+    use std::arch::x86_64::*;
+    let n = src.len();
+    let d = dst.as_mut_ptr() as *mut u16;
+    let mut j = 0;
+    while j + 16 <= n {
+        let v: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(src.as_ptr().add(j))));
+        _mm256_storeu_si256(d.add(j) as *mut __m256i, v);
+        j += 16;
+    }
+    while j < n {
+        *d.add(j) = bf16_bits(src[j]);
+        j += 1;
+    }
+    if n % 2 == 1 {
+        *d.add(n) = 0;
     }
 }
 
