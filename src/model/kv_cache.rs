@@ -150,4 +150,53 @@ impl KvCache {
     pub(crate) fn dims(&self) -> (usize, usize) {
         (self.n_head, self.head_dim)
     }
+
+    /// A cache of `batch() · n` rows in which rows `i·n .. (i+1)·n` are copies of row `i`
+    /// (cached positions, padding and next position ids included): prefill a prompt once,
+    /// then decode several samples of it.
+    ///
+    /// ```
+    /// use gpt2::{Config, ForwardInput, ForwardOptions, Gpt2, KvCache};
+    /// let model = Gpt2::new_random(Config::nano(16, 50), 1).unwrap();
+    /// let mut one = KvCache::new(model.config(), 1, 16).unwrap();
+    /// let prompt = ndarray::Array2::from_shape_vec((1, 3), vec![4u32, 8, 15]).unwrap();
+    /// model.forward(&ForwardInput::new(prompt.view()), Some(&mut one), &ForwardOptions::default()).unwrap();
+    /// let three = one.repeat_rows(3).unwrap();
+    /// assert_eq!((three.batch(), three.len()), (3, 3));
+    /// ```
+    pub fn repeat_rows(&self, n: usize) -> Result<KvCache> {
+        if n == 0 {
+            return Err(Error::arg("n", "must be at least 1"));
+        }
+        let (b, cap, nh, hd, len) = (self.batch, self.capacity, self.n_head, self.head_dim, self.len);
+        let head = cap * hd;
+        let repeat = |src: &Vec<f32>| {
+            let mut dst = vec![0f32; src.len() * n];
+            for r in 0..b {
+                for j in 0..n {
+                    for h in 0..nh {
+                        let s = (r * nh + h) * head;
+                        let d = ((r * n + j) * nh + h) * head;
+                        dst[d..d + len * hd].copy_from_slice(&src[s..s + len * hd]);
+                    }
+                }
+            }
+            dst
+        };
+        let rows = |src: &[bool], w: usize| -> Vec<bool> {
+            (0..b).flat_map(|r| std::iter::repeat_n(&src[r * w..(r + 1) * w], n).flatten().copied()).collect()
+        };
+        Ok(KvCache {
+            batch: b * n,
+            capacity: cap,
+            n_head: nh,
+            head_dim: hd,
+            k: self.k.iter().map(repeat).collect(),
+            v: self.v.iter().map(repeat).collect(),
+            valid: rows(&self.valid, cap),
+            next_pos: self.next_pos.iter().flat_map(|&p| std::iter::repeat_n(p, n)).collect(),
+            len,
+            ws: Workspace::default(),
+        })
+    }
 }
