@@ -11,7 +11,8 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use gpt2::cuda::CudaModel;
-use gpt2::{Config, Device, ForwardInput, ForwardOptions, Gpt2, LogitsMode, WeightDtype};
+use gpt2::device::WeightDtype;
+use gpt2::{Config, Device, ForwardInput, ForwardOptions, Gpt2, LogitsMode};
 use ndarray::Array2;
 
 fn tokens(b: usize, t: usize) -> Array2<u32> {

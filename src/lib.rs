@@ -36,11 +36,12 @@ pub mod train;
 #[cfg(feature = "cuda")]
 pub use cuda::{CudaKvCache, CudaModel};
 pub use data::{BatchSource, DataLoader, LoaderConfig};
-pub use device::{Device, WeightDtype};
+pub use device::Device;
 pub use error::{Error, Result};
+pub use kernels::gemm::WeightDtype;
 pub use model::io::SaveDtype;
 pub use model::{
-    Config, ForwardInput, ForwardOptions, ForwardOutput, Gpt2, KvCache, LogitsMode, ParamInfo, ParamLayout,
+    Config, ForwardInput, ForwardOptions, ForwardOutput, Gpt2, KvCache, LoadOptions, LogitsMode, ParamInfo, ParamLayout,
 };
 pub use rng::Rng;
 pub use tokenizer::Tokenizer;

@@ -14,7 +14,8 @@ mod common;
 
 use common::{assert_close, fixture};
 use gpt2::cuda::CudaModel;
-use gpt2::{Device, Error, ForwardInput, ForwardOptions, Gpt2, KvCache, LogitsMode, WeightDtype};
+use gpt2::device::WeightDtype;
+use gpt2::{Device, Error, ForwardInput, ForwardOptions, Gpt2, KvCache, LogitsMode};
 use ndarray::{Array2, Axis};
 
 /// `Some(device)` when a GPU is usable, else prints why the test is skipped.

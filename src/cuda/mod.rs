@@ -30,7 +30,8 @@
 //! ```no_run
 //! # fn main() -> gpt2::Result<()> {
 //! use gpt2::cuda::CudaModel;
-//! use gpt2::{Device, Gpt2, WeightDtype};
+//! use gpt2::device::WeightDtype;
+//! use gpt2::{Device, Gpt2};
 //! let cpu = Gpt2::load("fixtures/models/tiny")?;
 //! let gpu = CudaModel::new(&cpu, Device::Cuda(0), WeightDtype::F16)?;
 //! let logits = gpu.logits(&[1, 2, 3])?; // [3, vocab_size]

@@ -155,7 +155,9 @@ pub type OnText<'a> = &'a mut dyn FnMut(usize, &str);
 ///
 /// Errors: [`Error::InvalidArgument`] (settings), [`Error::EmptyInput`] (empty prompt),
 /// [`Error::SequenceTooLong`] (prompt + `max_new_tokens` > `n_positions`, checked before any
-/// work), [`Error::TokenOutOfVocab`].
+/// work), [`Error::TokenOutOfVocab`]; [`Error::InvalidArgument`] also when `num_samples` is so
+/// large that the KV cache would exceed the address space (a cache that fits the address space
+/// but not the machine's memory fails like any other allocation).
 pub fn generate(
     model: &Gpt2,
     tok: &Tokenizer,
@@ -220,12 +222,22 @@ fn generate_impl(
         }
     }
     let t0 = prompts.iter().map(|p| p.len()).max().expect("non-empty");
-    if t0 + cfg.max_new_tokens > n_pos {
-        return Err(Error::SequenceTooLong { len: t0 + cfg.max_new_tokens, n_positions: n_pos });
+    let total_len = t0.saturating_add(cfg.max_new_tokens);
+    if total_len > n_pos {
+        return Err(Error::SequenceTooLong { len: total_len, n_positions: n_pos });
     }
+    let b = prompts.len().checked_mul(cfg.num_samples).ok_or_else(|| {
+        Error::arg("num_samples", format!("{} samples per prompt overflow the batch", cfg.num_samples))
+    })?;
+    // Before any per-row allocation: rejects a batch whose cache cannot be addressed. Each
+    // prompt is prefilled once (a cache of `prompts.len()` rows); its row is copied to its
+    // samples afterwards (`repeat_rows`).
+    let mc = model.config();
+    KvCache::per_layer_len(mc.n_layer, mc.n_embd, b, t0 + cfg.max_new_tokens)?;
+    let mut cache = KvCache::new(mc, prompts.len(), t0 + cfg.max_new_tokens)?;
 
     let base = Rng::new(cfg.seed);
-    let mut rows: Vec<Row> = Vec::with_capacity(prompts.len() * cfg.num_samples);
+    let mut rows: Vec<Row> = Vec::with_capacity(b);
     for (j, p) in prompts.iter().enumerate() {
         for i in 0..cfg.num_samples {
             let mut history = Vec::with_capacity(p.len() + cfg.max_new_tokens);
@@ -243,7 +255,6 @@ fn generate_impl(
             });
         }
     }
-    let b = rows.len();
     let ns = cfg.num_samples;
     let pad = cfg.eos_token_id.unwrap_or(0).min(vocab as u32 - 1);
     // Each prompt is prefilled once; its cache row (and last logits) are then copied to its
@@ -258,7 +269,6 @@ fn generate_impl(
         }
     }
     let padded = mask.iter().any(|&m| !m);
-    let mut cache = KvCache::new(model.config(), prompts.len(), t0 + cfg.max_new_tokens)?;
     let opts = ForwardOptions { logits: LogitsMode::Last, ..Default::default() };
     let input = ForwardInput::new(tokens.view());
     let input = if padded { input.with_mask(mask.view()) } else { input };

@@ -75,6 +75,9 @@ impl SendPtr {
 
 /// Causal attention: `out[B, tq, NH·hd]` from queries `q`, keys `k`, values `v`.
 ///
+/// The output comes from [`super::flash::attention_fast`] (key-tiled, online softmax); with
+/// `probs` the probabilities are computed as well by [`attention_probs`].
+///
 /// `key_mask` (`[B, tk]`, `true` = real token) removes padded keys. A query with
 /// no visible key gets a zero output. When `probs` (`[B, NH, tq, tk]`) is given,
 /// the softmax probabilities are stored there (zero above the diagonal and on
@@ -88,67 +91,49 @@ pub fn attention_forward(
     key_mask: Option<&[bool]>,
     d: AttnDims,
 ) {
+    // The output always comes from the key-tiled online-softmax kernel, so asking for the
+    // probabilities never changes the result.
+    super::flash::attention_fast(out, q, k, v, key_mask, d);
+    if let Some(p) = probs {
+        attention_probs(p, q, k, key_mask, d);
+    }
+}
+
+/// Softmax probabilities `probs[B, NH, tq, tk]` of causal attention (exact two-pass softmax;
+/// zero above the diagonal and on masked keys; all zero for a query with no visible key).
+pub fn attention_probs(probs: &mut [f32], q: HeadView, k: HeadView, key_mask: Option<&[bool]>, d: AttnDims) {
     let AttnDims { b, tq, past, nh, hd } = d;
     let tk = d.tk();
-    let c = nh * hd;
-    assert!(out.len() >= b * tq * c, "attention output too small");
     if let Some(m) = key_mask {
         assert!(m.len() >= b * tk, "key mask too small");
     }
+    assert!(probs.len() >= b * nh * tq * tk, "probs buffer too small");
     let scale = 1.0 / (hd as f32).sqrt();
-    let op = SendPtr(out.as_mut_ptr());
-    let pp = probs.map(|p| {
-        assert!(p.len() >= b * nh * tq * tk, "probs buffer too small");
-        SendPtr(p.as_mut_ptr())
-    });
-    (0..b * nh).into_par_iter().for_each_init(
-        || vec![0f32; tk],
-        |scores, bh| {
-            let (bi, h) = (bh / nh, bh % nh);
-            let mask = key_mask.map(|m| &m[bi * tk..(bi + 1) * tk]);
-            for i in 0..tq {
-                let n_keys = past + i + 1;
-                let qrow = q.row(bi, h, i, hd);
-                let mut max = f32::NEG_INFINITY;
-                for j in 0..n_keys {
-                    let s = if mask.is_none_or(|m| m[j]) {
-                        dot(qrow, k.row(bi, h, j, hd)) * scale
-                    } else {
-                        f32::NEG_INFINITY
-                    };
-                    scores[j] = s;
-                    max = max.max(s);
-                }
-                // SAFETY: (bi, i, h) output row and (bi, h, i) probs row belong to this task only.
-                let orow = unsafe { std::slice::from_raw_parts_mut(op.get().add((bi * tq + i) * c + h * hd), hd) };
-                orow.fill(0.0);
-                let prow = pp
-                    .map(|p| unsafe { std::slice::from_raw_parts_mut(p.get().add(((bi * nh + h) * tq + i) * tk), tk) });
-                if max == f32::NEG_INFINITY {
-                    if let Some(p) = prow {
-                        p.fill(0.0);
-                    }
-                    continue;
-                }
-                let mut sum = 0f32;
-                for s in scores[..n_keys].iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                for (j, s) in scores[..n_keys].iter_mut().enumerate() {
-                    *s *= inv;
-                    if *s != 0.0 {
-                        axpy(orow, *s, v.row(bi, h, j, hd));
-                    }
-                }
-                if let Some(p) = prow {
-                    p[..n_keys].copy_from_slice(&scores[..n_keys]);
-                    p[n_keys..].fill(0.0);
-                }
+    probs[..b * nh * tq * tk].par_chunks_mut(tq * tk).enumerate().for_each(|(bh, head)| {
+        let (bi, h) = (bh / nh, bh % nh);
+        let mask = key_mask.map(|m| &m[bi * tk..(bi + 1) * tk]);
+        for (i, prow) in head.chunks_exact_mut(tk).enumerate() {
+            let n_keys = past + i + 1;
+            let qrow = q.row(bi, h, i, hd);
+            let mut max = f32::NEG_INFINITY;
+            for (j, s) in prow[..n_keys].iter_mut().enumerate() {
+                *s = if mask.is_none_or(|m| m[j]) { dot(qrow, k.row(bi, h, j, hd)) * scale } else { f32::NEG_INFINITY };
+                max = max.max(*s);
             }
-        },
-    );
+            prow[n_keys..].fill(0.0);
+            if max == f32::NEG_INFINITY {
+                prow.fill(0.0);
+                continue;
+            }
+            let mut sum = 0f32;
+            for s in prow[..n_keys].iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            prow[..n_keys].iter_mut().for_each(|s| *s *= inv);
+        }
+    });
 }
 
 /// `out[B, T, NH·hd] = probs[B, NH, T, T] · v` — attention output from given (e.g. dropped-out)

@@ -199,6 +199,22 @@ pub fn simd_level() -> SimdLevel {
     SimdLevel::Baseline
 }
 
+/// Whether the CPU has AVX512-BF16 (`vdpbf16ps`) next to AVX-512F/BW/VL.
+#[inline]
+pub fn has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd_level() == SimdLevel::Avx512
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Dot product `Σ a[i]·b[i]` over the common length. Shapes: a `[n]`, b `[n]`.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -14,8 +14,6 @@ pub(crate) struct Workspace {
     pub qkv: Vec<f32>,
     /// Attention output `[N, C]`.
     pub att: Vec<f32>,
-    /// Projection output before the residual add `[N, C]`.
-    pub proj: Vec<f32>,
     /// MLP hidden `[N, H]`.
     pub fc: Vec<f32>,
     /// Positions `[N]`.
@@ -36,7 +34,6 @@ impl Workspace {
         grow(&mut self.ln, n * c);
         grow(&mut self.qkv, n * 3 * c);
         grow(&mut self.att, n * c);
-        grow(&mut self.proj, n * c);
         grow(&mut self.fc, n * h);
     }
 }
@@ -76,6 +73,9 @@ pub struct KvCache {
 
 impl KvCache {
     /// A cache for `batch` rows and up to `capacity` positions (≤ `n_positions`).
+    ///
+    /// Errors: [`Error::InvalidArgument`] (`batch` is 0, or the cache's bytes would exceed the
+    /// address space), [`Error::SequenceTooLong`] (`capacity` is 0 or above `n_positions`).
     pub fn new(config: &Config, batch: usize, capacity: usize) -> Result<Self> {
         if batch == 0 {
             return Err(Error::arg("batch", "must be at least 1"));
@@ -83,7 +83,7 @@ impl KvCache {
         if capacity == 0 || capacity > config.n_positions {
             return Err(Error::SequenceTooLong { len: capacity, n_positions: config.n_positions });
         }
-        let per_layer = batch * config.n_embd * capacity;
+        let per_layer = Self::per_layer_len(config.n_layer, config.n_embd, batch, capacity)?;
         Ok(KvCache {
             batch,
             capacity,
@@ -96,6 +96,19 @@ impl KvCache {
             len: 0,
             ws: Workspace::default(),
         })
+    }
+
+    /// Floats of K (or V) per layer for `batch` rows × `capacity` positions, checked: K and V of
+    /// every layer, in bytes, must be addressable (a huge batch is an error, not an overflow or
+    /// an abort on a request for more than the address space).
+    pub(crate) fn per_layer_len(n_layer: usize, n_embd: usize, batch: usize, capacity: usize) -> Result<usize> {
+        batch
+            .checked_mul(n_embd)
+            .and_then(|n| n.checked_mul(capacity))
+            .filter(|&n| n.checked_mul(n_layer * 2 * 4).is_some_and(|b| b <= isize::MAX as usize))
+            .ok_or_else(|| {
+                Error::arg("batch", format!("a cache of {batch} rows × {capacity} positions exceeds the address space"))
+            })
     }
 
     /// Number of positions already cached.
@@ -169,9 +182,11 @@ impl KvCache {
             return Err(Error::arg("n", "must be at least 1"));
         }
         let (b, cap, nh, hd, len) = (self.batch, self.capacity, self.n_head, self.head_dim, self.len);
+        let bn = b.checked_mul(n).ok_or_else(|| Error::arg("n", format!("{b} rows × {n} copies overflow")))?;
+        let per_layer = Self::per_layer_len(self.k.len(), nh * hd, bn, cap)?;
         let head = cap * hd;
         let repeat = |src: &Vec<f32>| {
-            let mut dst = vec![0f32; src.len() * n];
+            let mut dst = vec![0f32; per_layer];
             for r in 0..b {
                 for j in 0..n {
                     for h in 0..nh {
@@ -187,7 +202,7 @@ impl KvCache {
             (0..b).flat_map(|r| std::iter::repeat_n(&src[r * w..(r + 1) * w], n).flatten().copied()).collect()
         };
         Ok(KvCache {
-            batch: b * n,
+            batch: bn,
             capacity: cap,
             n_head: nh,
             head_dim: hd,
