@@ -10,8 +10,9 @@ Builds a randomly initialised GPT-2 124M with transformers (torch.manual_seed(0)
 Runs alternate (transformers, crate, transformers, ...) and medians are reported. Then batched
 decoding: the same prompt repeated B = 1, 2, 4 times (`--num-samples B` for the crate, a [B, 16]
 batch for transformers), aggregate decode tokens/s. Also measures memory bandwidth with a large
-numpy copy (bytes moved, read + write) and a large numpy sum (bytes read), and prints how close
-decode gets to the bandwidth limit (f32 weight bytes read per token / read bandwidth). torch runs with OMP_WAIT_POLICY=PASSIVE unless set otherwise. Usage (repo root):
+torch copy (bytes moved, read + write) and a large torch sum (bytes read), both 1 GiB with the same
+thread count, best of 5, and prints how close decode gets to the bandwidth limit (f32 weight bytes
+read per token / read bandwidth). torch runs with OMP_WAIT_POLICY=PASSIVE unless set otherwise. Usage (repo root):
 
     python3 scripts/compare_generate.py [--threads 2] [--repeats 3] [--new-tokens 128] [--json]
 """
@@ -28,7 +29,6 @@ import time
 # multi-threaded decode 5-10x slower; passive waiting is what a fair shared-machine run needs.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
@@ -47,31 +47,27 @@ def cpu_model():
     return platform.processor()
 
 
-def copy_bandwidth(gib=1.0, iters=5):
-    """Bytes moved per second (read + write) by a large numpy copy, best of `iters`."""
-    n = int(gib * (1 << 30)) // 4
-    src = np.ones(n, dtype=np.float32)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)
+def _best_seconds(fn, iters):
+    fn()
     best = float("inf")
     for _ in range(iters):
         t0 = time.perf_counter()
-        np.copyto(dst, src)
+        fn()
         best = min(best, time.perf_counter() - t0)
-    return 2 * n * 4 / best
+    return best
+
+
+def copy_bandwidth(gib=1.0, iters=5):
+    """Bytes moved per second (read + write) by a large torch copy (the script's thread count)."""
+    src = torch.ones(int(gib * (1 << 30)) // 4)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 4 / _best_seconds(lambda: dst.copy_(src), iters)
 
 
 def read_bandwidth(gib=1.0, iters=5):
-    """Bytes read per second by a large numpy sum (one pass, no writes), best of `iters`."""
-    n = int(gib * (1 << 30)) // 4
-    src = np.ones(n, dtype=np.float32)
-    src.sum()
-    best = float("inf")
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        src.sum()
-        best = min(best, time.perf_counter() - t0)
-    return n * 4 / best
+    """Bytes read per second by a large torch sum (one pass, no writes; the script's thread count)."""
+    src = torch.ones(int(gib * (1 << 30)) // 4)
+    return src.numel() * 4 / _best_seconds(lambda: src.sum(), iters)
 
 
 def prompt_ids(env):

@@ -229,8 +229,12 @@ fn generate_impl(
     let b = prompts.len().checked_mul(cfg.num_samples).ok_or_else(|| {
         Error::arg("num_samples", format!("{} samples per prompt overflow the batch", cfg.num_samples))
     })?;
-    // Before any per-row allocation: rejects a batch whose cache cannot be addressed.
-    let mut cache = KvCache::new(model.config(), b, t0 + cfg.max_new_tokens)?;
+    // Before any per-row allocation: rejects a batch whose cache cannot be addressed. Each
+    // prompt is prefilled once (a cache of `prompts.len()` rows); its row is copied to its
+    // samples afterwards (`repeat_rows`).
+    let mc = model.config();
+    KvCache::per_layer_len(mc.n_layer, mc.n_embd, b, t0 + cfg.max_new_tokens)?;
+    let mut cache = KvCache::new(mc, prompts.len(), t0 + cfg.max_new_tokens)?;
 
     let base = Rng::new(cfg.seed);
     let mut rows: Vec<Row> = Vec::with_capacity(b);
@@ -251,14 +255,17 @@ fn generate_impl(
             });
         }
     }
+    let ns = cfg.num_samples;
     let pad = cfg.eos_token_id.unwrap_or(0).min(vocab as u32 - 1);
-    let mut tokens = Array2::from_elem((b, t0), pad);
-    let mut mask = Array2::from_elem((b, t0), false);
-    for (r, row) in rows.iter().enumerate() {
-        let off = t0 - row.prompt_len;
-        for (k, &t) in row.history.iter().enumerate() {
-            tokens[[r, off + k]] = t;
-            mask[[r, off + k]] = true;
+    // Each prompt is prefilled once; its cache row (and last logits) are then copied to its
+    // `num_samples` rows, so time to first token does not grow with `num_samples`.
+    let mut tokens = Array2::from_elem((prompts.len(), t0), pad);
+    let mut mask = Array2::from_elem((prompts.len(), t0), false);
+    for (j, p) in prompts.iter().enumerate() {
+        let off = t0 - p.len();
+        for (k, &t) in p.iter().enumerate() {
+            tokens[[j, off + k]] = t;
+            mask[[j, off + k]] = true;
         }
     }
     let padded = mask.iter().any(|&m| !m);
@@ -266,6 +273,11 @@ fn generate_impl(
     let input = ForwardInput::new(tokens.view());
     let input = if padded { input.with_mask(mask.view()) } else { input };
     let mut logits = model.forward(&input, Some(&mut cache), &opts)?.logits.expect("last-position logits");
+    if ns > 1 {
+        cache = cache.repeat_rows(ns)?;
+        let first = logits;
+        logits = ndarray::Array3::from_shape_fn((b, 1, vocab), |(r, _, k)| first[[r / ns, 0, k]]);
+    }
 
     let mut scratch = vec![0f32; vocab];
     let mut next = Array2::from_elem((b, 1), pad);
@@ -359,6 +371,48 @@ fn find_stop(bytes: &[u8], from: usize, stops: &[String]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Config;
+
+    #[test]
+    fn samples_share_one_prefill() {
+        let tok = Tokenizer::gpt2().unwrap();
+        let model = Gpt2::new_random(Config::nano(48, tok.vocab_size()), 3).unwrap();
+        // a repeated cache decodes exactly like a cache prefilled with the copies
+        let prompt = tok.encode("To be, or not to be");
+        let t = prompt.len();
+        let opts = ForwardOptions { logits: LogitsMode::Last, ..Default::default() };
+        let mut one = KvCache::new(model.config(), 1, 32).unwrap();
+        let x = Array2::from_shape_vec((1, t), prompt.clone()).unwrap();
+        model.forward(&ForwardInput::new(x.view()), Some(&mut one), &opts).unwrap();
+        let mut copied = one.repeat_rows(3).unwrap();
+        let mut direct = KvCache::new(model.config(), 3, 32).unwrap();
+        let x3 = Array2::from_shape_fn((3, t), |(_, k)| prompt[k]);
+        model.forward(&ForwardInput::new(x3.view()), Some(&mut direct), &opts).unwrap();
+        for step in [[11u32, 12, 13], [7, 7, 9]] {
+            let x = Array2::from_shape_vec((3, 1), step.to_vec()).unwrap();
+            let a = model.forward(&ForwardInput::new(x.view()), Some(&mut copied), &opts).unwrap().logits.unwrap();
+            let b = model.forward(&ForwardInput::new(x.view()), Some(&mut direct), &opts).unwrap().logits.unwrap();
+            let d = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+            assert!(d <= 1e-5, "repeated vs directly prefilled cache: max |diff| {d}");
+        }
+        assert!(one.repeat_rows(0).is_err());
+        // greedy: every sample of a padded batch equals the single-sample result
+        let prompts = vec![tok.encode("To be, or not"), tok.encode("O")];
+        let greedy = GenerateConfig {
+            max_new_tokens: 12,
+            sampling: SamplingParams::greedy(),
+            eos_token_id: None,
+            ..Default::default()
+        };
+        let single = generate_batch(&model, &tok, &prompts, &greedy, None).unwrap();
+        let three = generate_batch(&model, &tok, &prompts, &GenerateConfig { num_samples: 3, ..greedy }, None).unwrap();
+        for j in 0..2 {
+            for i in 0..3 {
+                assert_eq!(three.samples[j * 3 + i].token_ids, single.samples[j].token_ids, "prompt {j} sample {i}");
+                assert_eq!(three.samples[j * 3 + i].prompt_index, j);
+            }
+        }
+    }
 
     #[test]
     fn stop_search_only_looks_at_new_text() {

@@ -89,15 +89,7 @@ impl KvCache {
         if capacity == 0 || capacity > config.n_positions {
             return Err(Error::SequenceTooLong { len: capacity, n_positions: config.n_positions });
         }
-        // K and V of every layer, in bytes, must be addressable (a huge batch is an error, not
-        // an overflow or an abort on a request for more than the address space).
-        let per_layer = batch
-            .checked_mul(config.n_embd)
-            .and_then(|n| n.checked_mul(capacity))
-            .filter(|&n| n.checked_mul(config.n_layer * 2 * 4).is_some_and(|b| b <= isize::MAX as usize))
-            .ok_or_else(|| {
-                Error::arg("batch", format!("a cache of {batch} rows × {capacity} positions exceeds the address space"))
-            })?;
+        let per_layer = Self::per_layer_len(config.n_layer, config.n_embd, batch, capacity)?;
         Ok(KvCache {
             batch,
             capacity,
@@ -110,6 +102,19 @@ impl KvCache {
             len: 0,
             ws: Workspace::default(),
         })
+    }
+
+    /// Floats of K (or V) per layer for `batch` rows × `capacity` positions, checked: K and V of
+    /// every layer, in bytes, must be addressable (a huge batch is an error, not an overflow or
+    /// an abort on a request for more than the address space).
+    pub(crate) fn per_layer_len(n_layer: usize, n_embd: usize, batch: usize, capacity: usize) -> Result<usize> {
+        batch
+            .checked_mul(n_embd)
+            .and_then(|n| n.checked_mul(capacity))
+            .filter(|&n| n.checked_mul(n_layer * 2 * 4).is_some_and(|b| b <= isize::MAX as usize))
+            .ok_or_else(|| {
+                Error::arg("batch", format!("a cache of {batch} rows × {capacity} positions exceeds the address space"))
+            })
     }
 
     /// Number of positions already cached.
@@ -163,5 +168,56 @@ impl KvCache {
 
     pub(crate) fn dims(&self) -> (usize, usize) {
         (self.n_head, self.head_dim)
+    }
+
+    /// A cache of `batch() · n` rows in which rows `i·n .. (i+1)·n` are copies of row `i`
+    /// (cached positions, padding and next position ids included): prefill a prompt once,
+    /// then decode several samples of it.
+    ///
+    /// ```
+    /// use gpt2::{Config, ForwardInput, ForwardOptions, Gpt2, KvCache};
+    /// let model = Gpt2::new_random(Config::nano(16, 50), 1).unwrap();
+    /// let mut one = KvCache::new(model.config(), 1, 16).unwrap();
+    /// let prompt = ndarray::Array2::from_shape_vec((1, 3), vec![4u32, 8, 15]).unwrap();
+    /// model.forward(&ForwardInput::new(prompt.view()), Some(&mut one), &ForwardOptions::default()).unwrap();
+    /// let three = one.repeat_rows(3).unwrap();
+    /// assert_eq!((three.batch(), three.len()), (3, 3));
+    /// ```
+    pub fn repeat_rows(&self, n: usize) -> Result<KvCache> {
+        if n == 0 {
+            return Err(Error::arg("n", "must be at least 1"));
+        }
+        let (b, cap, nh, hd, len) = (self.batch, self.capacity, self.n_head, self.head_dim, self.len);
+        let bn = b.checked_mul(n).ok_or_else(|| Error::arg("n", format!("{b} rows × {n} copies overflow")))?;
+        let per_layer = Self::per_layer_len(self.k.len(), nh * hd, bn, cap)?;
+        let head = cap * hd;
+        let repeat = |src: &Vec<f32>| {
+            let mut dst = vec![0f32; per_layer];
+            for r in 0..b {
+                for j in 0..n {
+                    for h in 0..nh {
+                        let s = (r * nh + h) * head;
+                        let d = ((r * n + j) * nh + h) * head;
+                        dst[d..d + len * hd].copy_from_slice(&src[s..s + len * hd]);
+                    }
+                }
+            }
+            dst
+        };
+        let rows = |src: &[bool], w: usize| -> Vec<bool> {
+            (0..b).flat_map(|r| std::iter::repeat_n(&src[r * w..(r + 1) * w], n).flatten().copied()).collect()
+        };
+        Ok(KvCache {
+            batch: bn,
+            capacity: cap,
+            n_head: nh,
+            head_dim: hd,
+            k: self.k.iter().map(repeat).collect(),
+            v: self.v.iter().map(repeat).collect(),
+            valid: rows(&self.valid, cap),
+            next_pos: self.next_pos.iter().flat_map(|&p| std::iter::repeat_n(p, n)).collect(),
+            len,
+            ws: Workspace::default(),
+        })
     }
 }
