@@ -13,12 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 unset CARGO_TARGET_DIR   # the fuzz crate keeps its own target dir (fuzz/target): other RUSTFLAGS
 
-TARGETS=(safetensors_load safetensors_header config_json tokenizer_decode token_shard loader_restore text_tokenize forward_cache)
+TARGETS=(safetensors_load safetensors_header config_json tokenizer_decode token_shard loader_restore text_tokenize forward_cache hellaswag_jsonl sampling_options)
 
 max_len() {
   case "$1" in
     safetensors_load|safetensors_header) echo 65536 ;;
-    text_tokenize|tokenizer_decode) echo 8192 ;;
+    text_tokenize|tokenizer_decode|hellaswag_jsonl) echo 8192 ;;
     *) echo 4096 ;;
   esac
 }

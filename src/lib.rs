@@ -17,20 +17,31 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod data;
+pub mod device;
+pub mod edit;
 pub mod error;
+pub mod eval;
 mod fsutil;
+pub mod generate;
 pub mod inspect;
 pub mod kernels;
 pub mod model;
 pub mod rng;
 pub mod tokenizer;
+pub mod train;
 
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaKvCache, CudaModel};
 pub use data::{BatchSource, DataLoader, LoaderConfig};
+pub use device::Device;
 pub use error::{Error, Result};
+pub use kernels::gemm::WeightDtype;
 pub use model::io::SaveDtype;
 pub use model::{
-    Config, ForwardInput, ForwardOptions, ForwardOutput, Gpt2, KvCache, LogitsMode, ParamInfo, ParamLayout,
+    Config, ForwardInput, ForwardOptions, ForwardOutput, Gpt2, KvCache, LoadOptions, LogitsMode, ParamInfo, ParamLayout,
 };
 pub use rng::Rng;
 pub use tokenizer::Tokenizer;

@@ -13,8 +13,7 @@
 //! `GPT2_MATRIX_VERBOSE=1` prints every case's error message (to review that each fails for the
 //! intended reason).
 //!
-//! Adding a module's cases (eval, generate, train, edit are pending — their code lives on other
-//! branches): fill the matching `*_cases()` function below, then bless the docs.
+//! Adding cases: extend the matching `*_cases()` function below, then bless the docs.
 
 mod common;
 
@@ -813,29 +812,269 @@ impl Ctx {
     }
 }
 
-// Pending sections: these modules are built on other branches. After merging, add their cases
-// here (each malformed input to a public entry point with the variant its docs promise), then
-// re-bless docs/reliability.md. See docs/reliability.md ("Pending matrix sections") for the
-// inputs each section must cover.
-
-/// HellaSwag JSONL, perplexity (`src/eval`) — pending.
+/// HellaSwag JSONL, losses, perplexity windows, completion scoring (`src/eval`).
 fn eval_cases() -> Vec<Case> {
-    vec![]
+    use gpt2::eval::hellaswag::{parse_hellaswag, ReadOptions};
+    use gpt2::eval::{labels_from_hf, read_hellaswag, Evaluator, SlidingWindow};
+    fn hs(line: &str) -> gpt2::Result<()> {
+        parse_hellaswag(line.as_bytes(), Path::new("hs.jsonl"), ReadOptions::default()).map(drop)
+    }
+    vec![
+        case!("eval", "per-token NLL of an empty text", "Evaluator::token_nlls", EmptyInput, |cx| {
+            Evaluator::new(&cx.tiny).token_nlls(&[]).map(drop)
+        }),
+        case!("eval", "per-token NLL of one token", "Evaluator::token_nlls", EmptyInput, |cx| {
+            Evaluator::new(&cx.tiny).token_nlls(&[5]).map(drop)
+        }),
+        case!("eval", "evaluation of no sequences", "Evaluator::evaluate", EmptyInput, |cx| {
+            Evaluator::new(&cx.tiny).evaluate::<Vec<u32>>(&[]).map(drop)
+        }),
+        case!("eval", "sequence longer than n_positions", "Evaluator::evaluate", SequenceTooLong, |cx| {
+            Evaluator::new(&cx.tiny).evaluate(&[vec![1u32; 200]]).map(drop)
+        }),
+        case!("eval", "token out of vocabulary", "Evaluator::token_nlls", TokenOutOfVocab, |cx| {
+            Evaluator::new(&cx.tiny).token_nlls(&[1, 5000]).map(drop)
+        }),
+        case!("eval", "labels shorter than the inputs", "Evaluator::cross_entropy", Shape, |cx| {
+            Evaluator::new(&cx.tiny).cross_entropy(&[1, 2, 3], &[None]).map(drop)
+        }),
+        case!("eval", "every label ignored", "Evaluator::cross_entropy", EmptyInput, |cx| {
+            Evaluator::new(&cx.tiny).cross_entropy(&[1, 2, 3], &[None, None, None]).map(drop)
+        }),
+        case!("eval", "HF label below -100", "eval::labels_from_hf", InvalidArgument, |_| labels_from_hf(&[3, -5])
+            .map(drop)),
+        case!("eval", "batch size 0", "Evaluator::with_batch_size", InvalidArgument, |cx| {
+            Evaluator::new(&cx.tiny).with_batch_size(0).map(drop)
+        }),
+        case!("eval", "stride larger than max_length", "Evaluator::sliding_window", InvalidArgument, |cx| {
+            Evaluator::new(&cx.tiny).sliding_window(&[1u32; 50], SlidingWindow::new(16, 32)).map(drop)
+        }),
+        case!("eval", "max_length beyond n_positions", "Evaluator::sliding_window", InvalidArgument, |cx| {
+            Evaluator::new(&cx.tiny).sliding_window(&[1u32; 50], SlidingWindow::new(4096, 64)).map(drop)
+        }),
+        case!("eval", "completion scoring with an empty context", "Evaluator::score_completions", EmptyInput, |cx| {
+            Evaluator::new(&cx.tiny).score_completions(&[], &[vec![1u32]]).map(drop)
+        }),
+        case!("eval", "completion scoring with an empty candidate", "Evaluator::score_completions", EmptyInput, |cx| {
+            Evaluator::new(&cx.tiny).score_completions(&[1], &[Vec::<u32>::new()]).map(drop)
+        }),
+        case!("eval", "HellaSwag line that is not JSON", "eval::parse_hellaswag", Data where "line 1" |e| matches!(e, Error::Data { line: 1, .. }), |_| hs("{not json")),
+        case!("eval", "HellaSwag example with 3 endings", "eval::parse_hellaswag", Data, |_| hs(
+            r#"{"ctx":"a","ctx_a":"a","ctx_b":"","activity_label":"x","endings":["1","2","3"],"label":0}"#
+        )),
+        case!("eval", "HellaSwag label out of range", "eval::parse_hellaswag", Data, |_| hs(
+            r#"{"ctx":"a","ctx_a":"a","ctx_b":"","activity_label":"x","endings":["1","2","3","4"],"label":7}"#
+        )),
+        case!("eval", "HellaSwag line missing endings", "eval::parse_hellaswag", Data, |_| hs(
+            r#"{"ctx":"a","ctx_a":"a","ctx_b":"","activity_label":"x","label":0}"#
+        )),
+        case!("eval", "HellaSwag file that does not exist", "eval::read_hellaswag", NotFound, |_| {
+            read_hellaswag("/nonexistent/hellaswag.jsonl", ReadOptions::default()).map(drop)
+        }),
+    ]
 }
 
-/// Sampling options, stop conditions (`src/generate`) — pending.
+/// Sampling options, stop conditions, prompts (`src/generate`).
 fn generate_cases() -> Vec<Case> {
-    vec![]
+    use gpt2::generate::{generate, generate_batch, GenerateConfig, Sampler, SamplingParams};
+    fn gen(cx: &Ctx, prompt: &[u32], cfg: GenerateConfig) -> gpt2::Result<()> {
+        generate(&cx.tiny, tokenizer(), prompt, &cfg, None).map(drop)
+    }
+    fn sampling(p: SamplingParams) -> GenerateConfig {
+        GenerateConfig { sampling: p, max_new_tokens: 4, ..Default::default() }
+    }
+    vec![
+        case!("generate", "negative temperature", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            sampling(SamplingParams { temperature: -1.0, ..Default::default() })
+        )),
+        case!("generate", "NaN temperature", "generate::Sampler::new", InvalidArgument, |_| {
+            Sampler::new(SamplingParams { temperature: f32::NAN, ..Default::default() }, 0).map(drop)
+        }),
+        case!("generate", "top_k = 0", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            sampling(SamplingParams { top_k: Some(0), ..Default::default() })
+        )),
+        case!("generate", "top_p = 0", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            sampling(SamplingParams { top_p: Some(0.0), ..Default::default() })
+        )),
+        case!("generate", "top_p > 1", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            sampling(SamplingParams { top_p: Some(1.01), ..Default::default() })
+        )),
+        case!("generate", "min_p < 0", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            sampling(SamplingParams { min_p: Some(-0.5), ..Default::default() })
+        )),
+        case!("generate", "repetition penalty 0", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            sampling(SamplingParams { repetition_penalty: 0.0, ..Default::default() })
+        )),
+        case!("generate", "max_new_tokens = 0", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            GenerateConfig { max_new_tokens: 0, ..Default::default() }
+        )),
+        case!("generate", "num_samples = 0", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            GenerateConfig { num_samples: 0, ..Default::default() }
+        )),
+        case!("generate", "empty stop string", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            GenerateConfig { stop_strings: vec![String::new()], ..Default::default() }
+        )),
+        case!("generate", "empty prompt", "generate::generate", EmptyInput, |cx| gen(
+            cx,
+            &[],
+            GenerateConfig::default()
+        )),
+        case!("generate", "prompt token out of vocabulary", "generate::generate", TokenOutOfVocab, |cx| gen(
+            cx,
+            &[1, 5000],
+            GenerateConfig::default()
+        )),
+        case!("generate", "prompt + max_new_tokens beyond n_positions", "generate::generate", SequenceTooLong, |cx| {
+            gen(cx, &[1; 100], GenerateConfig { max_new_tokens: 100, ..Default::default() })
+        }),
+        case!("generate", "batch of no prompts", "generate::generate_batch", EmptyInput, |cx| {
+            generate_batch::<Vec<u32>>(&cx.tiny, tokenizer(), &[], &GenerateConfig::default(), None).map(drop)
+        }),
+        case!("generate", "batch with one empty prompt", "generate::generate_batch", EmptyInput, |cx| {
+            generate_batch(&cx.tiny, tokenizer(), &[vec![1u32], vec![]], &GenerateConfig::default(), None).map(drop)
+        }),
+    ]
 }
 
-/// Trainer options, checkpoints, non-finite guards (`src/train`) — pending.
+/// Optimizer and schedule settings, trainer inputs, checkpoints (`src/train`).
 fn train_cases() -> Vec<Case> {
-    vec![]
+    use gpt2::train::{
+        forward_backward, Activations, AdamWConfig, Checkpoint, LrSchedule, ParamSelection, Trainer, TrainerConfig,
+    };
+    fn trainer(cx: &Ctx, cfg: TrainerConfig) -> gpt2::Result<()> {
+        Trainer::new(cx.tiny.clone(), cfg).map(drop)
+    }
+    fn opt(o: AdamWConfig) -> TrainerConfig {
+        TrainerConfig { optimizer: o, ..Default::default() }
+    }
+    vec![
+        case!("train", "β₁ = 1", "Trainer::new", InvalidArgument, |cx| trainer(
+            cx,
+            opt(AdamWConfig { beta1: 1.0, ..Default::default() })
+        )),
+        case!("train", "β₂ < 0", "Trainer::new", InvalidArgument, |cx| trainer(
+            cx,
+            opt(AdamWConfig { beta2: -0.1, ..Default::default() })
+        )),
+        case!("train", "ε = 0", "Trainer::new", InvalidArgument, |cx| trainer(
+            cx,
+            opt(AdamWConfig { eps: 0.0, ..Default::default() })
+        )),
+        case!("train", "negative weight decay", "Trainer::new", InvalidArgument, |cx| trainer(
+            cx,
+            opt(AdamWConfig { weight_decay: -1.0, ..Default::default() })
+        )),
+        case!("train", "NaN learning rate", "Trainer::new", InvalidArgument, |cx| trainer(
+            cx,
+            TrainerConfig { schedule: LrSchedule::Constant(f64::NAN), ..Default::default() }
+        )),
+        case!("train", "cosine decay ending before warmup", "Trainer::new", InvalidArgument, |cx| trainer(
+            cx,
+            TrainerConfig {
+                schedule: LrSchedule::WarmupCosine { max_lr: 1e-3, min_lr: 1e-4, warmup_steps: 10, decay_steps: 5 },
+                ..Default::default()
+            }
+        )),
+        case!("train", "grad_accum = 0", "Trainer::new", InvalidArgument, |cx| trainer(
+            cx,
+            TrainerConfig { grad_accum: 0, ..Default::default() }
+        )),
+        case!("train", "selection pattern matching nothing", "Trainer::new", InvalidArgument, |cx| trainer(
+            cx,
+            TrainerConfig { selection: ParamSelection::none().include("h.9.nothing"), ..Default::default() }
+        )),
+        case!("train", "gradient buffer of the wrong length", "train::forward_backward", Shape, |cx| {
+            let (x, y) = (Array2::<u32>::zeros((1, 4)), Array2::<i32>::zeros((1, 4)));
+            forward_backward(&cx.tiny, &mut Activations::new(), &mut [0.0; 3], x.view(), y.view(), 1.0).map(drop)
+        }),
+        case!("train", "targets of a different shape", "train::forward_backward", Shape, |cx| {
+            let (x, y) = (Array2::<u32>::zeros((1, 4)), Array2::<i32>::zeros((1, 3)));
+            let mut g = vec![0.0; cx.tiny.num_parameters()];
+            forward_backward(&cx.tiny, &mut Activations::new(), &mut g, x.view(), y.view(), 1.0).map(drop)
+        }),
+        case!("train", "every target ignored", "train::forward_backward", EmptyInput, |cx| {
+            let (x, y) = (Array2::<u32>::zeros((1, 4)), Array2::<i32>::from_elem((1, 4), -1));
+            let mut g = vec![0.0; cx.tiny.num_parameters()];
+            forward_backward(&cx.tiny, &mut Activations::new(), &mut g, x.view(), y.view(), 1.0).map(drop)
+        }),
+        case!("train", "training batch longer than n_positions", "train::forward_backward", SequenceTooLong, |cx| {
+            let (x, y) = (Array2::<u32>::zeros((1, 200)), Array2::<i32>::zeros((1, 200)));
+            let mut g = vec![0.0; cx.tiny.num_parameters()];
+            forward_backward(&cx.tiny, &mut Activations::new(), &mut g, x.view(), y.view(), 1.0).map(drop)
+        }),
+        case!("train", "checkpoint directory that does not exist", "Checkpoint::load", NotFound, |_| {
+            Checkpoint::load("/nonexistent/checkpoint").map(drop)
+        }),
+    ]
 }
 
-/// Knowledge editing requests (`src/edit`) — pending.
+/// Knowledge-editing requests and settings (`src/edit`).
 fn edit_cases() -> Vec<Case> {
-    vec![]
+    use gpt2::edit::{edit, EditConfig, EditRequest};
+    fn run(cx: &Ctx, req: EditRequest, cfg: EditConfig) -> gpt2::Result<()> {
+        edit(&mut cx.tiny_bpe(), tokenizer(), &[req], &cfg).map(drop)
+    }
+    fn ok() -> EditRequest {
+        EditRequest::new("{} is in", "Paris", "France")
+    }
+    vec![
+        case!("edit", "prompt template without {}", "edit::edit", InvalidArgument, |cx| run(
+            cx,
+            EditRequest::new("is located in", "X", "Rome"),
+            EditConfig::default()
+        )),
+        case!("edit", "empty target", "edit::edit", InvalidArgument, |cx| run(
+            cx,
+            EditRequest::new("{} is in", "X", " "),
+            EditConfig::default()
+        )),
+        case!("edit", "empty subject", "edit::edit", InvalidArgument, |cx| run(
+            cx,
+            EditRequest::new("{} is in", "", "Rome"),
+            EditConfig::default()
+        )),
+        case!("edit", "module pattern matching nothing", "edit::edit", InvalidArgument, |cx| run(
+            cx,
+            ok(),
+            EditConfig { module_template: "h.{}.mlp.nope".into(), ..Default::default() }
+        )),
+        case!("edit", "layer beyond n_layer", "edit::edit", InvalidArgument, |cx| run(
+            cx,
+            ok(),
+            EditConfig { layers: vec![9], ..Default::default() }
+        )),
+        case!("edit", "learning rate ≤ 0", "edit::edit", InvalidArgument, |cx| run(
+            cx,
+            ok(),
+            EditConfig { lr: 0.0, ..Default::default() }
+        )),
+        case!("edit", "NaN norm constraint", "edit::edit", InvalidArgument, |cx| run(
+            cx,
+            ok(),
+            EditConfig { norm_constraint: Some(f32::NAN), ..Default::default() }
+        )),
+        case!("edit", "no requests", "edit::edit", InvalidArgument, |cx| {
+            edit(&mut cx.tiny_bpe(), tokenizer(), &[], &EditConfig::default()).map(drop)
+        }),
+    ]
 }
 
 // ------------------------------------------------------------------ runner

@@ -1,13 +1,18 @@
 //! One model shared by 8 threads (`Arc<Gpt2>`, no lock) gives exactly — bitwise — the results
 //! of serial calls; the public types are `Send + Sync`.
 //!
-//! The workloads are a table of named closures over `&Gpt2` returning every f32 they produce
-//! (as bits). When the generation / evaluation modules land, add their entry points (sampling
-//! with a fixed seed, HellaSwag scoring, perplexity) to `workloads()`.
+//! The workloads are a table of named closures over `&Gpt2` returning every number they produce
+//! (as bits): raw forward passes, KV-cached decoding, seeded sampling (`generate::generate`,
+//! several samples per call), sliding-window perplexity and HellaSwag scoring (`eval`).
 
 use std::sync::{Arc, Barrier};
 
 use gpt2::data::{DataLoader, TokenShard};
+use gpt2::eval::hellaswag::HellaSwagExample;
+use gpt2::eval::perplexity::SlidingWindow;
+use gpt2::eval::score::Evaluator;
+use gpt2::eval::HellaSwagStyle;
+use gpt2::generate::{generate, generate_batch, GenerateConfig, SamplingParams};
 use gpt2::kernels::softmax::log_softmax_inplace;
 use gpt2::{Config, ForwardInput, ForwardOptions, ForwardOutput, Gpt2, KvCache, LogitsMode, Tokenizer};
 use ndarray::Array2;
@@ -33,6 +38,62 @@ type Workload = (&'static str, fn(&Gpt2, &Tokenizer) -> Vec<u32>);
 
 fn bits(x: impl IntoIterator<Item = f32>) -> Vec<u32> {
     x.into_iter().map(f32::to_bits).collect()
+}
+
+fn bits64(x: impl IntoIterator<Item = f64>) -> Vec<u32> {
+    x.into_iter()
+        .flat_map(|v| {
+            let b = v.to_bits();
+            [b as u32, (b >> 32) as u32]
+        })
+        .collect()
+}
+
+fn generation(g: &gpt2::generate::Generation) -> Vec<u32> {
+    let mut v = Vec::new();
+    for s in &g.samples {
+        v.push(s.token_ids.len() as u32);
+        v.extend(&s.token_ids);
+        v.extend(s.text.bytes().map(u32::from));
+        v.push(s.finish_reason as u32);
+    }
+    v
+}
+
+fn hellaswag_examples() -> Vec<HellaSwagExample> {
+    let ex = |label: usize, ctx_a: &str, ctx_b: &str, endings: [&str; 4]| HellaSwagExample {
+        activity_label: "Roof shingle removal".into(),
+        ctx_a: ctx_a.into(),
+        ctx_b: ctx_b.into(),
+        ctx: format!("{ctx_a} {ctx_b}"),
+        endings: endings.iter().map(|e| e.to_string()).collect(),
+        label,
+        line: 0,
+    };
+    vec![
+        ex(
+            3,
+            "A man is sitting on a roof.",
+            "he",
+            [
+                "is using wrap to wrap a pair of skis.",
+                "is ripping level tiles off.",
+                "is holding a rubik's cube.",
+                "starts pulling up roofing on a roof.",
+            ],
+        ),
+        ex(
+            0,
+            "A woman is outside with a bucket and a dog.",
+            "the dog",
+            [
+                "runs around trying to avoid a bath.",
+                "gets into a bath tub with the dog.",
+                "uses a hose to keep it from getting soapy.",
+                "gets the dog wet, then it runs away again.",
+            ],
+        ),
+    ]
 }
 
 fn workloads() -> Vec<Workload> {
@@ -88,6 +149,45 @@ fn workloads() -> Vec<Workload> {
             let sum: f32 = lp.iter().sum();
             lp.push(sum);
             bits(lp)
+        }),
+        ("seeded sampling, 2 samples (temperature, top-k, top-p, penalty)", |m, tok| {
+            let sampling = SamplingParams {
+                temperature: 0.9,
+                top_k: Some(50),
+                top_p: Some(0.95),
+                repetition_penalty: 1.2,
+                ..Default::default()
+            };
+            let cfg = GenerateConfig { max_new_tokens: 10, sampling, seed: 42, num_samples: 2, ..Default::default() };
+            generation(&generate(m, tok, &tok.encode("The meaning of life is"), &cfg, None).unwrap())
+        }),
+        ("greedy generation of a 2-prompt batch", |m, tok| {
+            let cfg = GenerateConfig { max_new_tokens: 8, sampling: SamplingParams::greedy(), ..Default::default() };
+            let prompts = [tok.encode("Hello"), tok.encode("In a hole in the ground there lived")];
+            generation(&generate_batch(m, tok, &prompts, &cfg, None).unwrap())
+        }),
+        ("sliding-window perplexity", |m, tok| {
+            let text = "It was the best of times, it was the worst of times, it was the age of wisdom, \
+                        it was the age of foolishness, it was the epoch of belief, it was the epoch of incredulity.";
+            let ids = tok.encode(text);
+            let r =
+                Evaluator::new(m).with_batch_size(3).unwrap().sliding_window(&ids, SlidingWindow::new(16, 7)).unwrap();
+            let mut v = bits64(r.token_nlls.iter().copied());
+            v.extend(bits64([r.avg_loss, r.perplexity, r.hf_guide.avg_loss]));
+            v
+        }),
+        ("HellaSwag scoring, both styles", |m, tok| {
+            let ev = Evaluator::new(m).with_batch_size(3).unwrap();
+            let mut v = Vec::new();
+            for style in [HellaSwagStyle::Completion, HellaSwagStyle::Harness] {
+                let r = ev.hellaswag(tok, &hellaswag_examples(), style).unwrap();
+                v.extend(bits64([r.acc, r.acc_norm]));
+                for p in &r.predictions {
+                    v.extend([p.pred as u32, p.pred_norm as u32]);
+                    v.extend(bits64(p.sum_losses.iter().chain(&p.avg_losses).copied()));
+                }
+            }
+            v
         }),
     ]
 }

@@ -28,6 +28,8 @@ const TARGETS: &[(&str, Check)] = &[
     ("loader_restore", checks::check_loader_restore),
     ("text_tokenize", checks::check_text_tokenize),
     ("forward_cache", checks::check_forward_cache),
+    ("hellaswag_jsonl", checks::check_hellaswag),
+    ("sampling_options", checks::check_sampling),
 ];
 
 fn seeds_dir(target: &str) -> PathBuf {
@@ -141,6 +143,8 @@ replay_tests! {
     replay_loader_restore: "loader_restore", 100;
     replay_text_tokenize: "text_tokenize", 40;
     replay_forward_cache: "forward_cache", 60;
+    replay_hellaswag_jsonl: "hellaswag_jsonl", 100;
+    replay_sampling_options: "sampling_options", 60;
 }
 
 #[test]
@@ -178,6 +182,24 @@ fn valid_seeds_take_the_success_paths() {
     let configs: std::collections::HashMap<String, Vec<u8>> = read_seeds("config_json").into_iter().collect();
     for name in ["hf_tiny", "to_hf_json_small", "gpt2_124m", "minimal"] {
         Config::from_json_str(std::str::from_utf8(&configs[name]).unwrap(), name).unwrap();
+    }
+    let hs: std::collections::HashMap<String, Vec<u8>> = read_seeds("hellaswag_jsonl").into_iter().collect();
+    let opts = gpt2::eval::hellaswag::ReadOptions::default();
+    for (name, n) in [("valid", 2), ("unicode_crlf", 2)] {
+        let d = gpt2::eval::hellaswag::parse_hellaswag(&hs[name][1..], "s".as_ref(), opts).unwrap();
+        assert_eq!(d.examples.len(), n, "{name}");
+    }
+}
+
+/// The sampling seeds reach the decode loop (not only the validation errors).
+#[test]
+fn sampling_seeds_generate() {
+    let seeds: std::collections::HashMap<String, Vec<u8>> = read_seeds("sampling_options").into_iter().collect();
+    for name in ["default_sampling", "greedy_penalties", "top_p_min_p", "stop_string"] {
+        let (cfg, prompt) = checks::sampling_case(&seeds[name]);
+        let out = gpt2::generate::generate(&checks::NANO, &checks::TOKENIZER, &prompt, &cfg, None)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(out.samples.len(), cfg.num_samples);
     }
 }
 
@@ -300,5 +322,68 @@ fn write_seeds() {
         let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
         put("forward_cache", &format!("random_{n}"), &bytes);
     }
+    let hs = |label: &str, endings: &str| {
+        format!(
+            r#"{{"ind": 4, "activity_label": "Removing ice from car", "ctx_a": "Then, the man writes over the snow.", "ctx_b": "then", "ctx": "Then, the man writes over the snow. then", "endings": {endings}, "source_id": "activitynet~v_-1IBHYS3L-Y", "split": "val", "split_type": "indomain", "label": {label}}}"#
+        )
+    };
+    let four =
+        r#"[", the man adds wax.", ", the man puts on a christmas coat.", ", the man continues.", ", the man stops."]"#;
+    put("hellaswag_jsonl", "valid", format!("\x00{}\n\n{}\n", hs("3", four), hs("\"0\"", four)).as_bytes());
+    put(
+        "hellaswag_jsonl",
+        "bad_lines",
+        format!("\x03{}\nnot json\n{}\n{}\n", hs("1", four), hs("7", four), hs("2", r#"["a", "b", "c"]"#)).as_bytes(),
+    );
+    put(
+        "hellaswag_jsonl",
+        "unicode_crlf",
+        format!("\x05  \r\n{}\r\n{}", hs("2", r#"["é 日本", "\u00e9", "", "🙂"]"#), hs("1", four)).as_bytes(),
+    );
+    put(
+        "hellaswag_jsonl",
+        "wrong_types",
+        &[
+            b"\x01".as_slice(),
+            br#"{"activity_label": 1, "ctx_a": "", "ctx_b": "", "ctx": "", "endings": ["a","b","c","d"], "label": 0}
+{"activity_label": "", "ctx_a": "", "ctx_b": "", "ctx": "", "endings": "abcd", "label": 0}
+[1, 2]
+"#,
+        ]
+        .concat(),
+    );
+
+    // sampling_options: temperature, top_k, top_p, min_p, penalty (tags), n-gram, max_new, seed,
+    // num_samples, eos, stop ids, stop strings, prompt
+    put(
+        "sampling_options",
+        "default_sampling",
+        &[15, 1, 3, 10, 0, 0, 0, 3, 0, 3, 5, 1, 2, 3, 4, 5, 6, 7, 8, 3, 2, 0, 0, 0, 3, 1, 2, 3],
+    );
+    put(
+        "sampling_options",
+        "greedy_penalties",
+        &[4, 0, 0, 0, 1, 14, 3, 2, 3, 6, 0, 0, 0, 0, 0, 0, 0, 0, 3, 2, 1, 0, 0, 2, 4, 5],
+    );
+    put(
+        "sampling_options",
+        "top_p_min_p",
+        &[9, 0, 1, 14, 1, 14, 0, 3, 0, 3, 4, 9, 9, 9, 9, 9, 9, 9, 9, 3, 3, 2, 5, 1, 7, 0, 4, 1, 2, 3, 4],
+    );
+    put(
+        "sampling_options",
+        "nan_temperature",
+        &[0, 0, 0, 0, 0, 3, 0, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1, 3, 1, 0, 0, 0, 2, 1, 2],
+    );
+    put(
+        "sampling_options",
+        "huge_samples",
+        &[15, 0, 0, 0, 0, 3, 0, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1, 2, 0, 0, 0, 0, 2, 1, 2],
+    );
+    put(
+        "sampling_options",
+        "stop_string",
+        &[15, 1, 3, 15, 0, 0, 0, 3, 0, 3, 6, 5, 5, 5, 5, 5, 5, 5, 5, 3, 1, 0, 0, 2, 1, b'#', 1, b'!', 2, 1, 2],
+    );
     put("forward_cache", "prefill_decode", &[1, 8, 2, 1, 3, 1, 2, 3, 0, 1, 1, 2, 1, 1, 5, 0, 1, 2, 1, 1, 9, 0, 1]);
 }

@@ -793,3 +793,245 @@ fn check_against_recompute(model: &Gpt2, history: &[Array2<u32>], cached: &ndarr
         assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "cached {b} vs full {a}");
     }
 }
+
+// ------------------------------------------------------------------ HellaSwag JSONL
+
+/// Target `hellaswag_jsonl`: the first byte picks the read options (skip malformed lines, a
+/// limit), the rest is a HellaSwag JSONL file given to `eval::hellaswag::parse_hellaswag`.
+/// Strict parsing gives `Error::Data` naming this path and a line ≥ 1 that is not blank, or
+/// one example per non-blank line; skipping gives the same examples, the failing line as the
+/// first skipped one, and every non-blank line exactly once as an example or a skipped line; a
+/// limit gives a prefix; every example has 4 endings, a label in 0..4 and the fields of its
+/// line; examples re-serialized to JSONL parse back to themselves.
+pub fn check_hellaswag(data: &[u8]) {
+    use gpt2::eval::hellaswag::{parse_hellaswag, ReadOptions, NUM_ENDINGS};
+    let mut inp = Input::new(data);
+    let mode = inp.u8();
+    let body = inp.rest();
+    let path = Path::new("fuzz.jsonl");
+    let lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
+    let blank = |l: usize| lines[l - 1].iter().all(u8::is_ascii_whitespace);
+    let non_blank: Vec<usize> = (1..=lines.len()).filter(|&l| !blank(l)).collect();
+
+    let strict = parse_hellaswag(body, path, ReadOptions::default());
+    let all = parse_hellaswag(body, path, ReadOptions { skip_malformed: true, limit: None })
+        .unwrap_or_else(|e| panic!("skip_malformed failed: {e:?}"));
+    // every non-blank line exactly once, in order
+    let mut seen: Vec<usize> = all.examples.iter().map(|e| e.line).chain(all.skipped.iter().map(|s| s.line)).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, non_blank, "examples + skipped lines must be the non-blank lines");
+    assert!(all.examples.windows(2).all(|w| w[0].line < w[1].line));
+    assert!(all.skipped.windows(2).all(|w| w[0].line < w[1].line));
+    for ex in &all.examples {
+        assert!(ex.line >= 1 && !blank(ex.line));
+        assert_eq!(ex.endings.len(), NUM_ENDINGS);
+        assert!(ex.label < NUM_ENDINGS);
+        let v: serde_json::Value = serde_json::from_slice(lines[ex.line - 1]).expect("a parsed line is JSON");
+        for (k, got) in
+            [("activity_label", &ex.activity_label), ("ctx_a", &ex.ctx_a), ("ctx_b", &ex.ctx_b), ("ctx", &ex.ctx)]
+        {
+            assert_eq!(v[k].as_str(), Some(got.as_str()), "field {k} of line {}", ex.line);
+        }
+        let endings: Vec<&str> = v["endings"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+        assert_eq!(endings, ex.endings);
+    }
+    for s in &all.skipped {
+        assert!(s.line >= 1 && !blank(s.line) && !s.reason.is_empty());
+    }
+    match strict {
+        Ok(d) => {
+            assert!(all.skipped.is_empty(), "strict parse succeeded but lines were skipped");
+            assert_eq!(d, all);
+        }
+        Err(Error::Data { path: p, line, .. }) => {
+            assert_eq!(p, path);
+            assert!(line >= 1);
+            assert_eq!(Some(line), all.skipped.first().map(|s| s.line), "strict error line = first skipped line");
+        }
+        Err(e) => unexpected("parse_hellaswag", &e),
+    }
+    // a limit gives a prefix of the examples (strict: succeeds when the bad line comes later)
+    let limit = (mode >> 1) as usize % 8;
+    let limited = parse_hellaswag(body, path, ReadOptions { skip_malformed: mode & 1 == 1, limit: Some(limit) });
+    match limited {
+        Ok(d) => {
+            assert_eq!(d.examples[..], all.examples[..limit.min(all.examples.len())]);
+            if mode & 1 == 0 {
+                assert!(d.skipped.is_empty());
+            }
+        }
+        Err(Error::Data { line, .. }) => {
+            assert_eq!(mode & 1, 0);
+            assert_eq!(Some(line), all.skipped.first().map(|s| s.line));
+            assert!(all.examples.iter().filter(|e| e.line < line).count() < limit);
+        }
+        Err(e) => unexpected("parse_hellaswag (limit)", &e),
+    }
+    // round trip
+    let mut out = Vec::new();
+    for ex in &all.examples {
+        out.extend(serde_json::to_vec(ex).unwrap());
+        out.push(b'\n');
+    }
+    let back = parse_hellaswag(&out, path, ReadOptions::default()).expect("re-serialized examples parse");
+    assert_eq!(back.examples.len(), all.examples.len());
+    for (i, (a, b)) in back.examples.iter().zip(&all.examples).enumerate() {
+        assert_eq!(a.line, i + 1);
+        assert_eq!((&a.activity_label, &a.ctx_a, &a.ctx_b, &a.ctx), (&b.activity_label, &b.ctx_a, &b.ctx_b, &b.ctx));
+        assert_eq!((&a.endings, a.label), (&b.endings, b.label));
+    }
+}
+
+// ------------------------------------------------------------------ sampling options
+
+fn fuzz_f32(inp: &mut Input<'_>, usual: f32) -> f32 {
+    match inp.u8() % 16 {
+        0 => f32::NAN,
+        1 => f32::INFINITY,
+        2 => f32::NEG_INFINITY,
+        3 => -1.0,
+        4 => 0.0,
+        5 => -0.0,
+        6 => f32::MIN_POSITIVE,
+        7 => 1e-45,
+        8 => f32::MAX,
+        9 => 1.0,
+        10 => 1.0 + f32::EPSILON,
+        11 => f32::from_bits(inp.u32()),
+        12 => inp.u8() as f32 / 255.0,
+        13 => inp.u8() as f32 / 16.0,
+        _ => usual,
+    }
+}
+
+fn fuzz_count(inp: &mut Input<'_>, small: usize) -> usize {
+    match inp.u8() % 16 {
+        0 => usize::MAX,
+        1 => usize::MAX - inp.below(4),
+        2 => 1 << (61 + inp.below(3)),
+        _ => inp.below(small + 1),
+    }
+}
+
+/// Target `sampling_options`: fuzzed `GenerateConfig` / `SamplingParams` (NaN, negative,
+/// infinite, subnormal and huge values, huge counts, stop tokens and strings, seeds) and a
+/// fuzzed prompt, run by `generate::generate` on [`NANO`] (16 tokens, context 8). Either the
+/// documented error the settings call for, or `num_samples` samples with 1..=`max_new_tokens`
+/// in-vocabulary tokens each, finish reasons that match the tokens, the streamed text equal to
+/// each sample's text, and the same result again for the same seed.
+pub fn check_sampling(data: &[u8]) {
+    use gpt2::generate::{generate, FinishReason};
+    let model = &*NANO;
+    let vocab = model.config().vocab_size;
+    let n_pos = model.config().n_positions;
+    let (cfg, prompt) = sampling_case(data);
+    let p = &cfg.sampling;
+    let bad_setting = !(p.temperature.is_finite() && p.temperature >= 0.0)
+        || p.top_k == Some(0)
+        || p.top_p.is_some_and(|x| !(x > 0.0 && x <= 1.0))
+        || p.min_p.is_some_and(|x| !(0.0..=1.0).contains(&x))
+        || !(p.repetition_penalty.is_finite() && p.repetition_penalty > 0.0)
+        || cfg.max_new_tokens == 0
+        || cfg.num_samples == 0
+        || cfg.stop_strings.iter().any(|s| s.is_empty());
+    let mut streamed: Vec<String> = Vec::new();
+    let mut on_text = |i: usize, s: &str| {
+        if streamed.len() <= i {
+            streamed.resize(i + 1, String::new());
+        }
+        streamed[i].push_str(s);
+    };
+    let r = generate(model, &TOKENIZER, &prompt, &cfg, Some(&mut on_text));
+    let oov = prompt.iter().position(|&t| t as usize >= vocab);
+    let out = match r {
+        Err(Error::InvalidArgument { name, .. }) => {
+            assert!(bad_setting || cfg.num_samples > 1 << 40, "InvalidArgument({name}) for valid settings {cfg:?}");
+            return;
+        }
+        Err(Error::EmptyInput(_)) => {
+            assert!(!bad_setting && prompt.is_empty());
+            return;
+        }
+        Err(Error::TokenOutOfVocab { position, .. }) => {
+            assert!(!bad_setting && !prompt.is_empty());
+            assert_eq!(Some(position), oov);
+            return;
+        }
+        Err(Error::SequenceTooLong { .. }) => {
+            assert!(!bad_setting && !prompt.is_empty() && oov.is_none());
+            assert!(prompt.len().saturating_add(cfg.max_new_tokens) > n_pos);
+            return;
+        }
+        Err(e) => unexpected("generate", &e),
+        Ok(out) => out,
+    };
+    assert!(!bad_setting && !prompt.is_empty() && oov.is_none(), "{cfg:?} {prompt:?} succeeded");
+    assert!(prompt.len() + cfg.max_new_tokens <= n_pos);
+    assert_eq!(out.samples.len(), cfg.num_samples);
+    for (i, s) in out.samples.iter().enumerate() {
+        let n = s.token_ids.len();
+        assert!((1..=cfg.max_new_tokens).contains(&n), "sample {i}: {n} tokens");
+        assert!(s.token_ids.iter().all(|&t| (t as usize) < vocab), "sample {i}: {:?}", s.token_ids);
+        let last = *s.token_ids.last().unwrap();
+        let is_stop = |t: u32| cfg.eos_token_id == Some(t) || cfg.stop_token_ids.contains(&t);
+        assert!(s.token_ids[..n - 1].iter().all(|&t| !is_stop(t)), "a stop token before the end");
+        let text_ids = if is_stop(last) { &s.token_ids[..n - 1] } else { &s.token_ids[..] };
+        match s.finish_reason {
+            FinishReason::Eos => assert_eq!(cfg.eos_token_id, Some(last)),
+            FinishReason::StopToken => assert!(cfg.stop_token_ids.contains(&last) && cfg.eos_token_id != Some(last)),
+            FinishReason::Length => assert!(n == cfg.max_new_tokens && !is_stop(last)),
+            FinishReason::StopString => {
+                assert!(cfg.stop_strings.iter().any(|st| s.text.ends_with(st.as_str())), "{:?}", s.text)
+            }
+        }
+        let bytes = TOKENIZER.decode_bytes(text_ids).unwrap();
+        if s.finish_reason == FinishReason::StopString {
+            // the text is a prefix of the bytes, cut right after the stop string
+            let cut = (0..=bytes.len()).find(|&k| String::from_utf8_lossy(&bytes[..k]) == s.text.as_str());
+            assert!(cut.is_some(), "stop-string text {:?} is not a prefix of {bytes:?}", s.text);
+        } else {
+            assert_eq!(s.text, String::from_utf8_lossy(&bytes));
+        }
+        assert_eq!(streamed.get(i).map(String::as_str).unwrap_or(""), s.text, "streamed text of sample {i}");
+    }
+    if cfg.sampling.is_greedy() {
+        assert!(out.samples.windows(2).all(|w| w[0].token_ids == w[1].token_ids), "greedy samples differ");
+    }
+    let again = generate(model, &TOKENIZER, &prompt, &cfg, None).expect("second call");
+    assert_eq!(again.samples, out.samples, "same seed, different samples");
+}
+
+/// The settings and prompt [`check_sampling`] decodes from fuzzer bytes.
+pub fn sampling_case(data: &[u8]) -> (gpt2::generate::GenerateConfig, Vec<u32>) {
+    use gpt2::generate::{GenerateConfig, SamplingParams};
+    let vocab = NANO.config().vocab_size;
+    let mut inp = Input::new(data);
+
+    let sampling = SamplingParams {
+        temperature: fuzz_f32(&mut inp, 0.8),
+        top_k: if inp.one_in(2) { None } else { Some(fuzz_count(&mut inp, 20)) },
+        top_p: if inp.one_in(2) { None } else { Some(fuzz_f32(&mut inp, 0.9)) },
+        min_p: if inp.one_in(2) { None } else { Some(fuzz_f32(&mut inp, 0.05)) },
+        repetition_penalty: if inp.one_in(2) { 1.0 } else { fuzz_f32(&mut inp, 1.3) },
+        no_repeat_ngram_size: fuzz_count(&mut inp, 4),
+    };
+    let mut cfg = GenerateConfig {
+        max_new_tokens: fuzz_count(&mut inp, 6),
+        sampling,
+        seed: inp.u64(),
+        num_samples: fuzz_count(&mut inp, 3),
+        eos_token_id: match inp.u8() % 4 {
+            0 => None,
+            1 => Some(gpt2::generate::EOT),
+            _ => Some(inp.below(vocab + 2) as u32),
+        },
+        stop_token_ids: (0..inp.below(3)).map(|_| inp.below(vocab + 2) as u32).collect(),
+        stop_strings: Vec::new(),
+    };
+    for _ in 0..inp.below(3) {
+        let n = inp.below(4);
+        cfg.stop_strings.push(String::from_utf8_lossy(inp.take(n)).into_owned());
+    }
+    let prompt: Vec<u32> = (0..inp.below(7)).map(|_| inp.below(vocab + 3) as u32).collect();
+    (cfg, prompt)
+}

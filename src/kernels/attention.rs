@@ -75,6 +75,9 @@ impl SendPtr {
 
 /// Causal attention: `out[B, tq, NH·hd]` from queries `q`, keys `k`, values `v`.
 ///
+/// The output comes from [`super::flash::attention_fast`] (key-tiled, online softmax); with
+/// `probs` the probabilities are computed as well by [`attention_probs`].
+///
 /// `key_mask` (`[B, tk]`, `true` = real token) removes padded keys. A query with
 /// no visible key gets a zero output. When `probs` (`[B, NH, tq, tk]`) is given,
 /// the softmax probabilities are stored there (zero above the diagonal and on
@@ -88,63 +91,140 @@ pub fn attention_forward(
     key_mask: Option<&[bool]>,
     d: AttnDims,
 ) {
+    // The output always comes from the key-tiled online-softmax kernel, so asking for the
+    // probabilities never changes the result.
+    super::flash::attention_fast(out, q, k, v, key_mask, d);
+    if let Some(p) = probs {
+        attention_probs(p, q, k, key_mask, d);
+    }
+}
+
+/// Softmax probabilities `probs[B, NH, tq, tk]` of causal attention (exact two-pass softmax;
+/// zero above the diagonal and on masked keys; all zero for a query with no visible key).
+pub fn attention_probs(probs: &mut [f32], q: HeadView, k: HeadView, key_mask: Option<&[bool]>, d: AttnDims) {
     let AttnDims { b, tq, past, nh, hd } = d;
     let tk = d.tk();
-    let c = nh * hd;
-    assert!(out.len() >= b * tq * c, "attention output too small");
     if let Some(m) = key_mask {
         assert!(m.len() >= b * tk, "key mask too small");
     }
+    assert!(probs.len() >= b * nh * tq * tk, "probs buffer too small");
     let scale = 1.0 / (hd as f32).sqrt();
-    let op = SendPtr(out.as_mut_ptr());
-    let pp = probs.map(|p| {
-        assert!(p.len() >= b * nh * tq * tk, "probs buffer too small");
-        SendPtr(p.as_mut_ptr())
+    probs[..b * nh * tq * tk].par_chunks_mut(tq * tk).enumerate().for_each(|(bh, head)| {
+        let (bi, h) = (bh / nh, bh % nh);
+        let mask = key_mask.map(|m| &m[bi * tk..(bi + 1) * tk]);
+        for (i, prow) in head.chunks_exact_mut(tk).enumerate() {
+            let n_keys = past + i + 1;
+            let qrow = q.row(bi, h, i, hd);
+            let mut max = f32::NEG_INFINITY;
+            for (j, s) in prow[..n_keys].iter_mut().enumerate() {
+                *s = if mask.is_none_or(|m| m[j]) { dot(qrow, k.row(bi, h, j, hd)) * scale } else { f32::NEG_INFINITY };
+                max = max.max(*s);
+            }
+            prow[n_keys..].fill(0.0);
+            if max == f32::NEG_INFINITY {
+                prow.fill(0.0);
+                continue;
+            }
+            let mut sum = 0f32;
+            for s in prow[..n_keys].iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            prow[..n_keys].iter_mut().for_each(|s| *s *= inv);
+        }
     });
+}
+
+/// `out[B, T, NH·hd] = probs[B, NH, T, T] · v` — attention output from given (e.g. dropped-out)
+/// causal probabilities, with `v` read from fused `qkv[B, T, 3C]`.
+pub fn attention_apply(out: &mut [f32], probs: &[f32], qkv: &[f32], b: usize, t: usize, nh: usize, hd: usize) {
+    let c = nh * hd;
+    assert!(out.len() >= b * t * c && probs.len() >= b * nh * t * t && qkv.len() >= b * t * 3 * c);
+    let op = SendPtr(out.as_mut_ptr());
+    (0..b * nh).into_par_iter().for_each(|bh| {
+        let (bi, h) = (bh / nh, bh % nh);
+        for i in 0..t {
+            // SAFETY: output row (bi, i, head h) belongs to this task only.
+            let orow = unsafe { std::slice::from_raw_parts_mut(op.get().add((bi * t + i) * c + h * hd), hd) };
+            orow.fill(0.0);
+            let prow = &probs[((bi * nh + h) * t + i) * t..][..i + 1];
+            for (j, &p) in prow.iter().enumerate() {
+                if p != 0.0 {
+                    let v = (bi * t + j) * 3 * c + 2 * c + h * hd;
+                    axpy(orow, p, &qkv[v..v + hd]);
+                }
+            }
+        }
+    });
+}
+
+/// Backward of causal self-attention on fused `qkv[B, T, 3C]` (no cache, `past = 0`), accumulating
+/// into `dqkv[B, T, 3C]`, given `dout[B, T, C]` and the probabilities `probs[B, NH, T, T]` saved
+/// by [`attention_forward`] (zero above the diagonal and on masked keys, so masking needs no
+/// extra input).
+///
+/// With attention dropout, `dropped = Some((P', 1/(1−p)))` gives the dropped-out probabilities
+/// the output was computed from (`O = P'·v`, see [`attention_apply`]).
+///
+/// With `S = q·kᵀ/√hd`, `P = softmax(S)`, `O = P'·v`: `dv = P'ᵀ·dO`, `dP' = dO·vᵀ`,
+/// `dP = dP' ⊙ [P' ≠ 0]/(1−p)`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dq = dS·k/√hd`,
+/// `dk = dSᵀ·q/√hd` (without dropout `P' = P`).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    dqkv: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    probs: &[f32],
+    dropped: Option<(&[f32], f32)>,
+    b: usize,
+    t: usize,
+    nh: usize,
+    hd: usize,
+) {
+    let c = nh * hd;
+    assert!(dqkv.len() >= b * t * 3 * c && qkv.len() >= b * t * 3 * c, "attention_backward: qkv buffers too small");
+    assert!(dout.len() >= b * t * c && probs.len() >= b * nh * t * t, "attention_backward: buffers too small");
+    if let Some((pd, _)) = dropped {
+        assert!(pd.len() >= b * nh * t * t, "attention_backward: dropped probs too small");
+    }
+    let scale = 1.0 / (hd as f32).sqrt();
+    let dp = SendPtr(dqkv.as_mut_ptr());
     (0..b * nh).into_par_iter().for_each_init(
-        || vec![0f32; tk],
-        |scores, bh| {
+        || vec![0f32; t],
+        |dpr, bh| {
             let (bi, h) = (bh / nh, bh % nh);
-            let mask = key_mask.map(|m| &m[bi * tk..(bi + 1) * tk]);
-            for i in 0..tq {
-                let n_keys = past + i + 1;
-                let qrow = q.row(bi, h, i, hd);
-                let mut max = f32::NEG_INFINITY;
-                for j in 0..n_keys {
-                    let s = if mask.is_none_or(|m| m[j]) {
-                        dot(qrow, k.row(bi, h, j, hd)) * scale
-                    } else {
-                        f32::NEG_INFINITY
-                    };
-                    scores[j] = s;
-                    max = max.max(s);
+            let row = |ti: usize, which: usize| (bi * t + ti) * 3 * c + which * c + h * hd;
+            // SAFETY: this task is the only one touching head h of batch row bi in dqkv.
+            let dslice = |off: usize| unsafe { std::slice::from_raw_parts_mut(dp.get().add(off), hd) };
+            for i in 0..t {
+                let at = ((bi * nh + h) * t + i) * t;
+                let prow = &probs[at..][..i + 1];
+                // probabilities the output was computed from, and dP'→dP factors
+                let (used, inv_keep) = match dropped {
+                    Some((pd, k)) => (&pd[at..][..i + 1], k),
+                    None => (prow, 1.0),
+                };
+                let d_o = &dout[(bi * t + i) * c + h * hd..][..hd];
+                let mut s = 0f32;
+                for j in 0..=i {
+                    let d = if used[j] != 0.0 { dot(d_o, &qkv[row(j, 2)..row(j, 2) + hd]) * inv_keep } else { 0.0 };
+                    dpr[j] = d;
+                    s += prow[j] * d;
                 }
-                // SAFETY: (bi, i, h) output row and (bi, h, i) probs row belong to this task only.
-                let orow = unsafe { std::slice::from_raw_parts_mut(op.get().add((bi * tq + i) * c + h * hd), hd) };
-                orow.fill(0.0);
-                let prow = pp
-                    .map(|p| unsafe { std::slice::from_raw_parts_mut(p.get().add(((bi * nh + h) * tq + i) * tk), tk) });
-                if max == f32::NEG_INFINITY {
-                    if let Some(p) = prow {
-                        p.fill(0.0);
+                let q_i = &qkv[row(i, 0)..row(i, 0) + hd];
+                let dq_i = dslice(row(i, 0));
+                for j in 0..=i {
+                    if used[j] != 0.0 {
+                        axpy(dslice(row(j, 2)), used[j], d_o);
                     }
-                    continue;
-                }
-                let mut sum = 0f32;
-                for s in scores[..n_keys].iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                for (j, s) in scores[..n_keys].iter_mut().enumerate() {
-                    *s *= inv;
-                    if *s != 0.0 {
-                        axpy(orow, *s, v.row(bi, h, j, hd));
+                    let p = prow[j];
+                    if p == 0.0 {
+                        continue;
                     }
-                }
-                if let Some(p) = prow {
-                    p[..n_keys].copy_from_slice(&scores[..n_keys]);
-                    p[n_keys..].fill(0.0);
+                    let ds = p * (dpr[j] - s) * scale;
+                    axpy(dq_i, ds, &qkv[row(j, 1)..row(j, 1) + hd]);
+                    axpy(dslice(row(j, 1)), ds, q_i);
                 }
             }
         },
@@ -225,6 +305,81 @@ mod tests {
         for row in probs.chunks(tk) {
             let s: f32 = row.iter().sum();
             assert!((s - 1.0).abs() < 1e-5);
+        }
+    }
+
+    /// Loss `L = Σ out ⊙ g` for a fixed `g`; the gradient of attention wrt qkv checked by central
+    /// differences of the f64 oracle.
+    #[test]
+    fn backward_matches_finite_differences() {
+        let (b, t, nh, hd) = (2, 5, 2, 4);
+        let c = nh * hd;
+        let qkv: Vec<f32> = (0..b * t * 3 * c).map(|i| ((i * 7919 % 113) as f32 - 56.0) * 0.03).collect();
+        let g: Vec<f32> = (0..b * t * c).map(|i| ((i * 31 % 29) as f32 - 14.0) * 0.1).collect();
+        let d = AttnDims { b, tq: t, past: 0, nh, hd };
+        let mut out = vec![0f32; b * t * c];
+        let mut probs = vec![0f32; b * nh * t * t];
+        fn views(x: &[f32], t: usize, c: usize, hd: usize) -> (HeadView<'_>, HeadView<'_>, HeadView<'_>) {
+            (HeadView::from_qkv(x, 0, t, c, hd), HeadView::from_qkv(x, 1, t, c, hd), HeadView::from_qkv(x, 2, t, c, hd))
+        }
+        let (q, k, v) = views(&qkv, t, c, hd);
+        attention_forward(&mut out, Some(&mut probs), q, k, v, None, d);
+        let mut dqkv = vec![0f32; qkv.len()];
+        attention_backward(&mut dqkv, &g, &qkv, &probs, None, b, t, nh, hd);
+        let loss = |x: &[f32]| {
+            let mut o = vec![0f32; b * t * c];
+            let (q, k, v) = views(x, t, c, hd);
+            attention_forward_naive(&mut o, q, k, v, None, d);
+            o.iter().zip(&g).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>()
+        };
+        let h = 1e-2f32;
+        for idx in (0..qkv.len()).step_by(3) {
+            let mut p = qkv.clone();
+            p[idx] += h;
+            let lp = loss(&p);
+            p[idx] -= 2.0 * h;
+            let lm = loss(&p);
+            let fd = (lp - lm) / (2.0 * h as f64);
+            assert!((fd - dqkv[idx] as f64).abs() < 2e-3 * (1.0 + fd.abs()), "idx {idx}: fd {fd} vs {}", dqkv[idx]);
+        }
+    }
+
+    /// With attention dropout the backward is the gradient of `O = (P ⊙ M)·v` for a fixed mask M.
+    #[test]
+    fn backward_with_dropout_matches_finite_differences() {
+        let (b, t, nh, hd) = (1, 6, 2, 3);
+        let c = nh * hd;
+        let qkv: Vec<f32> = (0..b * t * 3 * c).map(|i| ((i * 7919 % 113) as f32 - 56.0) * 0.03).collect();
+        let g: Vec<f32> = (0..b * t * c).map(|i| ((i * 31 % 29) as f32 - 14.0) * 0.1).collect();
+        let keep = 1.0 / 0.7f32;
+        let mask: Vec<f32> = (0..b * nh * t * t).map(|i| if (i * 13) % 10 < 3 { 0.0 } else { keep }).collect();
+        let forward = |x: &[f32]| {
+            let mut out = vec![0f32; b * t * c];
+            let mut probs = vec![0f32; b * nh * t * t];
+            let d = AttnDims { b, tq: t, past: 0, nh, hd };
+            let (q, k, v) = (
+                HeadView::from_qkv(x, 0, t, c, hd),
+                HeadView::from_qkv(x, 1, t, c, hd),
+                HeadView::from_qkv(x, 2, t, c, hd),
+            );
+            attention_forward(&mut out, Some(&mut probs), q, k, v, None, d);
+            let dropped: Vec<f32> = probs.iter().zip(&mask).map(|(p, m)| p * m).collect();
+            attention_apply(&mut out, &dropped, x, b, t, nh, hd);
+            (out, probs, dropped)
+        };
+        let (_, probs, dropped) = forward(&qkv);
+        let mut dqkv = vec![0f32; qkv.len()];
+        attention_backward(&mut dqkv, &g, &qkv, &probs, Some((&dropped, keep)), b, t, nh, hd);
+        let loss = |x: &[f32]| forward(x).0.iter().zip(&g).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>();
+        let h = 1e-2f32;
+        for idx in 0..qkv.len() {
+            let mut p = qkv.clone();
+            p[idx] += h;
+            let lp = loss(&p);
+            p[idx] -= 2.0 * h;
+            let lm = loss(&p);
+            let fd = (lp - lm) / (2.0 * h as f64);
+            assert!((fd - dqkv[idx] as f64).abs() < 3e-3 * (1.0 + fd.abs()), "idx {idx}: fd {fd} vs {}", dqkv[idx]);
         }
     }
 }

@@ -1,13 +1,10 @@
 //! Matrix multiplication: forward, backward and the naive oracle.
 //!
-//! Large products go through `matrixmultiply`'s packed SGEMM, split across the
-//! rayon pool (rows of the output, or column blocks when there are few rows).
-//! Products with only a few rows (decode) are memory-bound matrix-vector work and
-//! use a streaming kernel that reads each weight once for all rows.
+//! Thin wrappers over [`super::gemm`]: the packed, cache-blocked GEMM with AVX-512 / AVX2 /
+//! portable micro-kernels (rayon-parallel over output tiles), which itself switches to the
+//! memory-bound GEMV kernels for 8 rows or fewer (decode).
 
-use rayon::prelude::*;
-
-use super::simd::{axpy, dot};
+use super::gemm::{self as g, BMat, Epilogue, MatRef};
 
 /// A strided read-only matrix operand: element `(i, j)` is at `ptr[i*rs + j*cs]`.
 #[derive(Clone, Copy)]
@@ -17,140 +14,26 @@ struct Operand<'a> {
     cs: usize,
 }
 
-/// Raw pointer that may cross threads; every user writes a disjoint region.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used to hand disjoint output regions to rayon tasks.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer (a method, so closures capture the whole `Send` wrapper).
-    #[inline(always)]
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
-/// Rows below which the streaming (matrix-vector style) kernel is used.
-const SMALL_M: usize = 8;
-
-/// `c[m, n] = beta·c + a[m, k] · b[k, n]` (c row-major, a and b strided).
+/// `c[m, n] = beta·c + a[m, k] · b[k, n]` (c row-major, a and b strided; beta is 0 or 1).
 fn gemm(m: usize, k: usize, n: usize, a: Operand, b: Operand, beta: f32, c: &mut [f32]) {
     assert!(c.len() >= m * n, "gemm output too small");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        c[..m * n].iter_mut().for_each(|x| *x *= beta);
-        return;
-    }
-    let threads = rayon::current_num_threads().max(1);
-    let cp = SendPtr(c.as_mut_ptr());
-    let run = |r0: usize, r1: usize, c0: usize, c1: usize| {
-        // SAFETY: (r0..r1, c0..c1) blocks are disjoint across tasks and in bounds;
-        // operand indexing stays within the slices checked by the callers.
-        unsafe {
-            matrixmultiply::sgemm(
-                r1 - r0,
-                k,
-                c1 - c0,
-                1.0,
-                a.data.as_ptr().add(r0 * a.rs),
-                a.rs as isize,
-                a.cs as isize,
-                b.data.as_ptr().add(c0 * b.cs),
-                b.rs as isize,
-                b.cs as isize,
-                beta,
-                cp.get().add(r0 * n + c0),
-                n as isize,
-                1,
-            );
-        }
-    };
-    let flops = m * k * n;
-    if threads == 1 || flops < 1 << 18 {
-        run(0, m, 0, n);
-    } else if m >= 64 * threads {
-        let chunk = m.div_ceil(threads * 2).max(32);
-        let starts: Vec<usize> = (0..m).step_by(chunk).collect();
-        starts.into_par_iter().for_each(|r0| run(r0, (r0 + chunk).min(m), 0, n));
-    } else {
-        let chunk = (n.div_ceil(threads * 2)).max(64).next_multiple_of(16);
-        let starts: Vec<usize> = (0..n).step_by(chunk).collect();
-        starts.into_par_iter().for_each(|c0| run(0, m, c0, (c0 + chunk).min(n)));
-    }
+    debug_assert!(beta == 0.0 || beta == 1.0, "beta must be 0 or 1");
+    let am = MatRef::new(a.data, m, k, a.rs, a.cs);
+    let bm = MatRef::new(b.data, k, n, b.rs, b.cs);
+    g::gemm(c, n, am, BMat::F32(bm), Epilogue { accumulate: beta != 0.0, ..Default::default() });
 }
 
 /// `out[m, n] = inp[m, k] · w[k, n] + bias[n]` — the Conv1D/linear forward.
 pub fn matmul_forward(out: &mut [f32], inp: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) {
     debug_assert!(inp.len() >= m * k && w.len() >= k * n && out.len() >= m * n);
-    if m <= SMALL_M {
-        return matmul_forward_rows(out, inp, w, bias, m, k, n);
-    }
-    let beta = if let Some(b) = bias {
-        for row in out[..m * n].chunks_exact_mut(n) {
-            row.copy_from_slice(&b[..n]);
-        }
-        1.0
-    } else {
-        0.0
-    };
-    gemm(m, k, n, Operand { data: inp, rs: k, cs: 1 }, Operand { data: w, rs: n, cs: 1 }, beta, out);
-}
-
-/// Streaming kernel for a few rows: each thread owns a column block and walks
-/// `w` row by row, so every weight is read from memory exactly once.
-fn matmul_forward_rows(out: &mut [f32], inp: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) {
-    let threads = rayon::current_num_threads().max(1);
-    let block = if k * n < 1 << 16 { n } else { n.div_ceil(threads * 4).next_multiple_of(64).max(256) };
-    let op = SendPtr(out.as_mut_ptr());
-    let starts: Vec<usize> = (0..n).step_by(block.max(1)).collect();
-    starts.into_par_iter().for_each(|c0| {
-        let c1 = (c0 + block).min(n);
-        // SAFETY: each task writes only columns c0..c1 of every row.
-        let rows: Vec<&mut [f32]> =
-            (0..m).map(|r| unsafe { std::slice::from_raw_parts_mut(op.get().add(r * n + c0), c1 - c0) }).collect();
-        let mut rows = rows;
-        for row in rows.iter_mut() {
-            match bias {
-                Some(b) => row.copy_from_slice(&b[c0..c1]),
-                None => row.fill(0.0),
-            }
-        }
-        for kk in 0..k {
-            let wrow = &w[kk * n + c0..kk * n + c1];
-            for (r, row) in rows.iter_mut().enumerate() {
-                let a = inp[r * k + kk];
-                if a != 0.0 {
-                    axpy(row, a, wrow);
-                }
-            }
-        }
-    });
+    let epi = Epilogue { bias: bias.map(|b| &b[..n]), ..Default::default() };
+    g::gemm(out, n, MatRef::row_major(inp, m, k), BMat::F32(MatRef::row_major(w, k, n)), epi);
 }
 
 /// `out[m, n] = inp[m, k] · wt[n, k]ᵀ` — the tied LM head (`wt` = `wte`).
 pub fn matmul_forward_bt(out: &mut [f32], inp: &[f32], wt: &[f32], m: usize, k: usize, n: usize) {
     debug_assert!(inp.len() >= m * k && wt.len() >= n * k && out.len() >= m * n);
-    if m <= SMALL_M {
-        let threads = rayon::current_num_threads().max(1);
-        let block = n.div_ceil(threads * 8).max(64);
-        let op = SendPtr(out.as_mut_ptr());
-        let starts: Vec<usize> = (0..n).step_by(block).collect();
-        starts.into_par_iter().for_each(|c0| {
-            for j in c0..(c0 + block).min(n) {
-                let wrow = &wt[j * k..(j + 1) * k];
-                for r in 0..m {
-                    // SAFETY: column j is owned by this task.
-                    unsafe { *op.get().add(r * n + j) = dot(&inp[r * k..(r + 1) * k], wrow) };
-                }
-            }
-        });
-        return;
-    }
-    gemm(m, k, n, Operand { data: inp, rs: k, cs: 1 }, Operand { data: wt, rs: 1, cs: k }, 0.0, out);
+    g::gemm(out, n, MatRef::row_major(inp, m, k), BMat::F32(MatRef::row_major(wt, n, k).t()), Epilogue::default());
 }
 
 /// Backward of [`matmul_forward`], accumulating into the gradients:

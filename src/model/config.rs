@@ -249,6 +249,9 @@ impl Config {
         obj.insert("tie_word_embeddings".into(), true.into());
         obj.insert("initializer_range".into(), 0.02.into());
         obj.insert("use_cache".into(), true.into());
+        // The f32 epsilon as its shortest decimal (1e-5, not 9.999999747378752e-6).
+        let eps: f64 = self.layer_norm_epsilon.to_string().parse().expect("f32 display parses");
+        obj.insert("layer_norm_epsilon".into(), eps.into());
         serde_json::to_string_pretty(&v).expect("json")
     }
 

@@ -3,13 +3,13 @@
 use ndarray::{Array3, Array4, ArrayView2};
 
 use super::kv_cache::{KvCache, Workspace};
+use super::precision::Linear;
 use super::Gpt2;
 use crate::error::{Error, Result};
 use crate::kernels::attention::{attention_forward, AttnDims, HeadView};
 use crate::kernels::embed::embed_forward;
-use crate::kernels::gelu::gelu_inplace;
+use crate::kernels::gemm::{gemm, Epilogue, MatRef};
 use crate::kernels::layernorm::layernorm_forward;
-use crate::kernels::matmul::{matmul_forward, matmul_forward_bt};
 
 /// Input of one forward call: token ids `[B, T]`, and optionally an attention
 /// mask and explicit position ids.
@@ -174,6 +174,7 @@ impl Gpt2 {
         let eps = cfg.layer_norm_epsilon;
         let p = &self.params;
         let lay = &self.layout;
+        let packed = self.packed_weights();
         ws.ensure(n, c, h);
 
         // --- positions and key mask ---------------------------------------------------
@@ -223,15 +224,9 @@ impl Gpt2 {
             let ln = &mut ws.ln[..n * c];
             layernorm_forward(ln, None, None, x, &p[o.ln_1_w..o.ln_1_w + c], &p[o.ln_1_b..o.ln_1_b + c], c, eps);
             let qkv = &mut ws.qkv[..n * 3 * c];
-            matmul_forward(
-                qkv,
-                ln,
-                &p[o.attn_w..o.attn_w + c * 3 * c],
-                Some(&p[o.attn_b..o.attn_b + 3 * c]),
-                n,
-                c,
-                3 * c,
-            );
+            let w = self.linear_weight(packed, l, Linear::Qkv);
+            gemm(qkv, 3 * c, MatRef::row_major(ln, n, c), w, Epilogue::bias(&p[o.attn_b..o.attn_b + 3 * c]));
+            let qkv = &ws.qkv[..n * 3 * c];
 
             let q = HeadView::from_qkv(qkv, 0, t, c, hd);
             let dims = AttnDims { b, tq: t, past, nh, hd };
@@ -264,32 +259,19 @@ impl Gpt2 {
             if let Some(pr) = probs {
                 out.attentions.push(Array4::from_shape_vec((b, nh, t, tk), pr).expect("shape"));
             }
-            let proj = &mut ws.proj[..n * c];
-            matmul_forward(
-                proj,
-                att,
-                &p[o.attn_proj_w..o.attn_proj_w + c * c],
-                Some(&p[o.attn_proj_b..o.attn_proj_b + c]),
-                n,
-                c,
-                c,
-            );
-            add_inplace(x, proj);
+            // x += att·W + b (residual fused into the GEMM's store)
+            let w = self.linear_weight(packed, l, Linear::AttnProj);
+            let epi = Epilogue { bias: Some(&p[o.attn_proj_b..o.attn_proj_b + c]), accumulate: true, gelu: false };
+            gemm(x, c, MatRef::row_major(att, n, c), w, epi);
 
             layernorm_forward(ln, None, None, x, &p[o.ln_2_w..o.ln_2_w + c], &p[o.ln_2_b..o.ln_2_b + c], c, eps);
             let fc = &mut ws.fc[..n * h];
-            matmul_forward(fc, ln, &p[o.fc_w..o.fc_w + c * h], Some(&p[o.fc_b..o.fc_b + h]), n, c, h);
-            gelu_inplace(fc);
-            matmul_forward(
-                proj,
-                fc,
-                &p[o.fc_proj_w..o.fc_proj_w + h * c],
-                Some(&p[o.fc_proj_b..o.fc_proj_b + c]),
-                n,
-                h,
-                c,
-            );
-            add_inplace(x, proj);
+            let w = self.linear_weight(packed, l, Linear::Fc);
+            let epi = Epilogue { bias: Some(&p[o.fc_b..o.fc_b + h]), accumulate: false, gelu: true };
+            gemm(fc, h, MatRef::row_major(ln, n, c), w, epi);
+            let w = self.linear_weight(packed, l, Linear::FcProj);
+            let epi = Epilogue { bias: Some(&p[o.fc_proj_b..o.fc_proj_b + c]), accumulate: true, gelu: false };
+            gemm(x, c, MatRef::row_major(fc, n, h), w, epi);
         }
 
         // --- final layernorm and tied LM head -----------------------------------------------
@@ -313,7 +295,7 @@ impl Gpt2 {
         match opts.logits {
             LogitsMode::All => {
                 let mut logits = vec![0f32; n * v];
-                matmul_forward_bt(&mut logits, ln, wte, n, c, v);
+                gemm(&mut logits, v, MatRef::row_major(ln, n, c), self.head_weight(packed), Epilogue::default());
                 out.logits = Some(Array3::from_shape_vec((b, t, v), logits).expect("shape"));
             }
             LogitsMode::Last => {
@@ -323,7 +305,7 @@ impl Gpt2 {
                     last[bi * c..(bi + 1) * c].copy_from_slice(&ln[r * c..(r + 1) * c]);
                 }
                 let mut logits = vec![0f32; b * v];
-                matmul_forward_bt(&mut logits, &last, wte, b, c, v);
+                gemm(&mut logits, v, MatRef::row_major(&last, b, c), self.head_weight(packed), Epilogue::default());
                 out.logits = Some(Array3::from_shape_vec((b, 1, v), logits).expect("shape"));
             }
             LogitsMode::None => {}
@@ -332,13 +314,5 @@ impl Gpt2 {
             cc.set_len(past + t);
         }
         Ok((out, cache))
-    }
-}
-
-/// `x[n] += y[n]` (residual connection).
-#[inline]
-fn add_inplace(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
     }
 }

@@ -14,8 +14,6 @@ pub(crate) struct Workspace {
     pub qkv: Vec<f32>,
     /// Attention output `[N, C]`.
     pub att: Vec<f32>,
-    /// Projection output before the residual add `[N, C]`.
-    pub proj: Vec<f32>,
     /// MLP hidden `[N, H]`.
     pub fc: Vec<f32>,
     /// Positions `[N]`.
@@ -36,7 +34,6 @@ impl Workspace {
         grow(&mut self.ln, n * c);
         grow(&mut self.qkv, n * 3 * c);
         grow(&mut self.att, n * c);
-        grow(&mut self.proj, n * c);
         grow(&mut self.fc, n * h);
     }
 }
@@ -76,6 +73,9 @@ pub struct KvCache {
 
 impl KvCache {
     /// A cache for `batch` rows and up to `capacity` positions (≤ `n_positions`).
+    ///
+    /// Errors: [`Error::InvalidArgument`] (`batch` is 0, or the cache's bytes would exceed the
+    /// address space), [`Error::SequenceTooLong`] (`capacity` is 0 or above `n_positions`).
     pub fn new(config: &Config, batch: usize, capacity: usize) -> Result<Self> {
         if batch == 0 {
             return Err(Error::arg("batch", "must be at least 1"));
@@ -83,7 +83,15 @@ impl KvCache {
         if capacity == 0 || capacity > config.n_positions {
             return Err(Error::SequenceTooLong { len: capacity, n_positions: config.n_positions });
         }
-        let per_layer = batch * config.n_embd * capacity;
+        // K and V of every layer, in bytes, must be addressable (a huge batch is an error, not
+        // an overflow or an abort on a request for more than the address space).
+        let per_layer = batch
+            .checked_mul(config.n_embd)
+            .and_then(|n| n.checked_mul(capacity))
+            .filter(|&n| n.checked_mul(config.n_layer * 2 * 4).is_some_and(|b| b <= isize::MAX as usize))
+            .ok_or_else(|| {
+                Error::arg("batch", format!("a cache of {batch} rows × {capacity} positions exceeds the address space"))
+            })?;
         Ok(KvCache {
             batch,
             capacity,

@@ -6,6 +6,7 @@ pub mod init;
 pub mod io;
 pub mod kv_cache;
 pub mod params;
+pub mod precision;
 
 use ndarray::{Array2, Array3, ArrayView2, ArrayViewD, IxDyn};
 
@@ -14,8 +15,11 @@ pub use config::Config;
 pub use forward::{ForwardInput, ForwardOptions, ForwardOutput, LogitsMode};
 pub use kv_cache::KvCache;
 pub use params::{ParamInfo, ParamLayout};
+pub use precision::LoadOptions;
 
-/// A GPT-2 language model held in f32: one flat parameter buffer plus its layout.
+/// A GPT-2 language model held in f32: one flat parameter buffer plus its layout, and
+/// optionally a packed f16/bf16/int8 copy of the matrices used by inference
+/// (see [`LoadOptions`], [`Gpt2::set_weight_dtype`]).
 ///
 /// `Gpt2` is `Send + Sync`; all inference methods take `&self`, so one model
 /// can serve many threads (each with its own [`KvCache`]).
@@ -31,6 +35,8 @@ pub struct Gpt2 {
     config: Config,
     layout: ParamLayout,
     params: Vec<f32>,
+    dtype: crate::kernels::gemm::WeightDtype,
+    packed: precision::PackedCell,
 }
 
 impl Gpt2 {
@@ -45,7 +51,7 @@ impl Gpt2 {
                 layout.total()
             )));
         }
-        Ok(Gpt2 { config, layout, params })
+        Ok(Gpt2 { config, layout, params, dtype: Default::default(), packed: Default::default() })
     }
 
     /// The model's hyper-parameters.
@@ -63,8 +69,10 @@ impl Gpt2 {
         &self.params
     }
 
-    /// All parameters, flat and mutable (training, editing).
+    /// All parameters, flat and mutable (training, editing). Drops the packed
+    /// reduced-precision copy, if any; it is rebuilt from the new values on the next forward.
     pub fn params_mut(&mut self) -> &mut [f32] {
+        self.packed.reset();
         &mut self.params
     }
 
@@ -77,6 +85,38 @@ impl Gpt2 {
     /// Number of parameters.
     pub fn num_parameters(&self) -> usize {
         self.params.len()
+    }
+
+    /// The device the forward pass runs on: always [`Device::Cpu`](crate::device::Device::Cpu)
+    /// (the GPU model is `gpt2::cuda::CudaModel`, behind the `cuda` feature).
+    pub fn device(&self) -> crate::device::Device {
+        crate::device::Device::Cpu
+    }
+
+    /// Where the forward pass runs, as reported in evaluation summaries
+    /// (`self.device().label()`, i.e. `"cpu"`).
+    ///
+    /// ```
+    /// # use gpt2::{Config, Gpt2};
+    /// let model = Gpt2::new_random(Config::nano(16, 100), 0).unwrap();
+    /// assert_eq!(model.device_label(), "cpu");
+    /// ```
+    pub fn device_label(&self) -> String {
+        self.device().label()
+    }
+
+    /// The storage type of the weights the forward pass multiplies with, as reported in
+    /// evaluation summaries: `"f32"` (default; f16/bf16 checkpoints are upcast on load),
+    /// or `"f16"`, `"bf16"`, `"int8"` after [`Gpt2::load_with`] / [`Gpt2::set_weight_dtype`].
+    /// Arithmetic is always accumulated in f32.
+    ///
+    /// ```
+    /// # use gpt2::{Config, Gpt2};
+    /// let model = Gpt2::new_random(Config::nano(16, 100), 0).unwrap();
+    /// assert_eq!(model.dtype_label(), "f32");
+    /// ```
+    pub fn dtype_label(&self) -> &'static str {
+        self.dtype.label()
     }
 
     /// Logits for every position of one sequence: `[T, vocab_size]`.

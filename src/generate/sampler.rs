@@ -1,0 +1,357 @@
+//! Token sampling: logits processors and warpers in HuggingFace's order, then a seeded draw.
+//!
+//! Order (as `transformers.generate` applies them): repetition penalty → no-repeat-n-gram →
+//! (greedy argmax stops here) → temperature → top-k → top-p → min-p → draw from the softmax.
+
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingParams {
+    /// Softmax temperature; `0` means greedy decoding (argmax, first index on ties).
+    pub temperature: f32,
+    /// Keep only the `k` most likely tokens (ties with the k-th logit are kept, as HF does).
+    pub top_k: Option<usize>,
+    /// Nucleus sampling: keep the smallest set of most likely tokens whose probability mass
+    /// reaches `p` (HF: a token is dropped when the mass strictly above it is ≥ `p`).
+    pub top_p: Option<f32>,
+    /// Drop tokens whose probability is below `min_p ×` the most likely token's.
+    pub min_p: Option<f32>,
+    /// Repetition penalty over the tokens already in the sequence (prompt and generated): a
+    /// positive logit is divided by it, a negative one multiplied (HF's sign-aware rule). `1` = off.
+    pub repetition_penalty: f32,
+    /// Forbid any n-gram of this size from occurring twice (`0` = off).
+    pub no_repeat_ngram_size: usize,
+}
+
+impl Default for SamplingParams {
+    /// Temperature 0.8, top-k 40, nothing else.
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.8,
+            top_k: Some(40),
+            top_p: None,
+            min_p: None,
+            repetition_penalty: 1.0,
+            no_repeat_ngram_size: 0,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding (argmax), no penalties.
+    pub fn greedy() -> Self {
+        SamplingParams { temperature: 0.0, top_k: None, ..Default::default() }
+    }
+
+    /// Whether this is greedy decoding.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+
+    /// Checks every setting. Errors: [`Error::InvalidArgument`] naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(Error::arg("temperature", format!("{} must be finite and ≥ 0 (0 = greedy)", self.temperature)));
+        }
+        if self.top_k == Some(0) {
+            return Err(Error::arg("top_k", "must be at least 1 (leave unset to disable)"));
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(Error::arg("top_p", format!("{p} is outside (0, 1]")));
+            }
+        }
+        if let Some(p) = self.min_p {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(Error::arg("min_p", format!("{p} is outside [0, 1]")));
+            }
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return Err(Error::arg(
+                "repetition_penalty",
+                format!("{} must be finite and > 0", self.repetition_penalty),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A seeded sampler: the same seed and the same logits give the same tokens on every platform
+/// (the crate's own xoshiro256** [`Rng`]).
+///
+/// ```
+/// use gpt2::generate::{Sampler, SamplingParams};
+/// let mut greedy = Sampler::new(SamplingParams::greedy(), 0).unwrap();
+/// let mut logits = vec![0.1, 2.0, 0.5];
+/// assert_eq!(greedy.sample(&mut logits, &[]), 1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: Rng,
+    /// Scratch: candidate ids sorted by logit.
+    order: Vec<u32>,
+    /// Scratch: unnormalised probabilities of `order`.
+    weights: Vec<f64>,
+    /// Scratch: which ids the repetition penalty already touched.
+    seen: Vec<bool>,
+}
+
+impl Sampler {
+    /// A sampler with its own random stream.
+    pub fn new(params: SamplingParams, seed: u64) -> Result<Self> {
+        params.validate()?;
+        Ok(Self::with_rng(params, Rng::new(seed)))
+    }
+
+    /// A sampler drawing from `rng` (settings must already be valid).
+    pub(crate) fn with_rng(params: SamplingParams, rng: Rng) -> Self {
+        Sampler { params, rng, order: Vec::new(), weights: Vec::new(), seen: Vec::new() }
+    }
+
+    /// The settings.
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Picks the next token from `logits` (modified in place) given the `history` of the
+    /// sequence so far (prompt + generated; used by the penalties). Scratch buffers are
+    /// reused, so a call does not allocate once they have grown.
+    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        let p = self.params;
+        if p.repetition_penalty != 1.0 {
+            penalize_once(logits, history, p.repetition_penalty, &mut self.seen);
+        }
+        if p.no_repeat_ngram_size > 0 {
+            ban_repeated_ngrams(logits, history, p.no_repeat_ngram_size);
+        }
+        if p.is_greedy() {
+            return argmax(logits) as u32;
+        }
+        let inv_t = 1.0 / p.temperature;
+        logits.iter_mut().for_each(|l| *l *= inv_t);
+        // Candidates sorted by logit, descending (stable: lower id first on ties).
+        self.order.clear();
+        self.order.extend((0..logits.len() as u32).filter(|&i| logits[i as usize] > f32::NEG_INFINITY));
+        if self.order.is_empty() {
+            return argmax(logits) as u32;
+        }
+        let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+        if let Some(k) = p.top_k {
+            if k < self.order.len() {
+                self.order.select_nth_unstable_by(k - 1, by_logit);
+                let kth = logits[self.order[k - 1] as usize];
+                // keep ties with the k-th value, as HF's `scores < topk[-1]` test does
+                self.order.retain(|&i| logits[i as usize] >= kth);
+            }
+        }
+        self.order.sort_unstable_by(by_logit);
+        let max = logits[self.order[0] as usize];
+        self.weights.clear();
+        self.weights.extend(self.order.iter().map(|&i| ((logits[i as usize] - max) as f64).exp()));
+        let weights = &self.weights;
+        let total: f64 = weights.iter().sum();
+        let mut keep = self.order.len();
+        if let Some(top_p) = p.top_p {
+            let mut above = 0.0;
+            for (r, w) in weights.iter().enumerate() {
+                if r > 0 && above >= top_p as f64 {
+                    keep = keep.min(r);
+                    break;
+                }
+                above += w / total;
+            }
+        }
+        if let Some(min_p) = p.min_p {
+            // weights[0] is the top probability's numerator
+            let cut = min_p as f64 * weights[0];
+            let n = weights[..keep].iter().take_while(|&&w| w >= cut).count().max(1);
+            keep = keep.min(n);
+        }
+        let mass: f64 = weights[..keep].iter().sum();
+        let mut u = self.rng.next_f64() * mass;
+        for (r, w) in weights[..keep].iter().enumerate() {
+            if u < *w {
+                return self.order[r];
+            }
+            u -= w;
+        }
+        self.order[keep - 1]
+    }
+}
+
+/// Index of the largest value (first on ties; NaN never wins).
+pub fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] || values[best].is_nan() {
+            best = i;
+        }
+    }
+    best
+}
+
+/// HF's `RepetitionPenaltyLogitsProcessor`: every token id in `history`, once.
+pub fn apply_repetition_penalty(logits: &mut [f32], history: &[u32], penalty: f32) {
+    penalize_once(logits, history, penalty, &mut Vec::new());
+}
+
+/// [`apply_repetition_penalty`] with a reusable `seen` scratch (left all `false`).
+fn penalize_once(logits: &mut [f32], history: &[u32], penalty: f32, seen: &mut Vec<bool>) {
+    seen.resize(logits.len(), false);
+    for &t in history {
+        let t = t as usize;
+        if t < logits.len() && !seen[t] {
+            seen[t] = true;
+            let l = &mut logits[t];
+            *l = if *l < 0.0 { *l * penalty } else { *l / penalty };
+        }
+    }
+    for &t in history {
+        if let Some(m) = seen.get_mut(t as usize) {
+            *m = false;
+        }
+    }
+}
+
+/// HF's `NoRepeatNGramLogitsProcessor`: bans every token that would complete an n-gram
+/// already present in `history`.
+pub fn ban_repeated_ngrams(logits: &mut [f32], history: &[u32], n: usize) {
+    if n == 0 || history.len() + 1 < n {
+        return;
+    }
+    let prefix = &history[history.len() + 1 - n..];
+    for start in 0..=(history.len() - n) {
+        if &history[start..start + n - 1] == prefix {
+            let banned = history[start + n - 1] as usize;
+            if banned < logits.len() {
+                logits[banned] = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sampler(p: SamplingParams) -> Sampler {
+        Sampler::new(p, 7).unwrap()
+    }
+
+    fn draws(p: SamplingParams, logits: &[f32], n: usize) -> Vec<u32> {
+        let mut s = sampler(p);
+        (0..n).map(|_| s.sample(&mut logits.to_vec(), &[])).collect()
+    }
+
+    #[test]
+    fn greedy_takes_the_first_maximum() {
+        assert_eq!(draws(SamplingParams::greedy(), &[1.0, 3.0, 3.0, 0.0], 3), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy() {
+        let p = SamplingParams { temperature: 1.5, top_k: Some(1), ..Default::default() };
+        assert_eq!(draws(p, &[0.0, 0.1, 2.0, 1.9], 50), vec![2; 50]);
+    }
+
+    #[test]
+    fn top_k_keeps_exactly_the_k_best() {
+        let p = SamplingParams { temperature: 1.0, top_k: Some(2), ..Default::default() };
+        let got = draws(p, &[5.0, 0.0, 5.0, 4.9, -1.0], 400);
+        assert!(got.iter().all(|&t| t == 0 || t == 2), "{got:?}");
+        assert!(got.contains(&0) && got.contains(&2));
+    }
+
+    #[test]
+    fn top_k_keeps_ties_with_the_kth_value() {
+        let p = SamplingParams { temperature: 1.0, top_k: Some(2), ..Default::default() };
+        let got = draws(p, &[3.0, 1.0, 1.0, 0.0], 600);
+        assert!(got.iter().all(|&t| t <= 2), "{got:?}");
+        assert!(got.contains(&1) && got.contains(&2), "tied k-th tokens are both kept");
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_nucleus() {
+        // probabilities 0.5, 0.3, 0.15, 0.05 (as logits of their logs)
+        let logits: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+        let p = SamplingParams { temperature: 1.0, top_k: None, top_p: Some(0.75), ..Default::default() };
+        let got = draws(p, &logits, 500);
+        // mass above token 1 is 0.5 < 0.75 → kept; above token 2 is 0.8 ≥ 0.75 → dropped
+        assert!(got.iter().all(|&t| t <= 1), "{got:?}");
+        assert!(got.contains(&0) && got.contains(&1));
+        let p = SamplingParams { temperature: 1.0, top_k: None, top_p: Some(0.5), ..Default::default() };
+        assert_eq!(draws(p, &logits, 50), vec![0; 50]);
+    }
+
+    #[test]
+    fn min_p_drops_unlikely_tokens() {
+        let logits: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+        // 0.5 × 0.5 = 0.25: tokens 0 (0.5) and 1 (0.3) survive
+        let p = SamplingParams { temperature: 1.0, top_k: None, min_p: Some(0.5), ..Default::default() };
+        let got = draws(p, &logits, 500);
+        assert!(got.iter().all(|&t| t <= 1) && got.contains(&1), "{got:?}");
+    }
+
+    #[test]
+    fn repetition_penalty_is_sign_aware() {
+        let mut l = vec![2.0, -2.0, 1.0];
+        apply_repetition_penalty(&mut l, &[0, 1, 1], 2.0);
+        assert_eq!(l, vec![1.0, -4.0, 1.0]);
+        // greedy with a penalty switches away from a repeated token
+        let mut s = sampler(SamplingParams { repetition_penalty: 2.0, ..SamplingParams::greedy() });
+        assert_eq!(s.sample(&mut [2.0, 1.5], &[0]), 1);
+    }
+
+    #[test]
+    fn repeated_calls_reuse_clean_scratch() {
+        // the penalty's `seen` scratch must be reset between calls: token 1 is penalised only
+        // in the second call, token 0 only in the first
+        let mut s = sampler(SamplingParams { repetition_penalty: 2.0, ..SamplingParams::greedy() });
+        assert_eq!(s.sample(&mut [2.0, 1.5], &[0, 0]), 1);
+        assert_eq!(s.sample(&mut [1.4, 2.0], &[1]), 0);
+        assert_eq!(s.sample(&mut [2.0, 1.5], &[]), 0);
+    }
+
+    #[test]
+    fn no_repeat_ngram_bans_completions() {
+        let mut l = vec![0.0; 6];
+        // history 1 2 3 1 2 → the 3-gram (1, 2, 3) exists, so 3 is banned after (1, 2)
+        ban_repeated_ngrams(&mut l, &[1, 2, 3, 1, 2], 3);
+        assert_eq!(l[3], f32::NEG_INFINITY);
+        assert!(l.iter().enumerate().all(|(i, &v)| i == 3 || v == 0.0));
+        let mut s = sampler(SamplingParams { no_repeat_ngram_size: 2, ..SamplingParams::greedy() });
+        // (4, 5) occurred; after 4 the best token 5 is banned → next best 0
+        assert_eq!(s.sample(&mut [1.0, 0.0, 0.0, 0.0, 0.0, 9.0], &[4, 5, 4]), 0);
+    }
+
+    #[test]
+    fn same_seed_same_draws_and_different_seeds_differ() {
+        let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
+        let p = SamplingParams { temperature: 1.0, top_k: None, ..Default::default() };
+        let run = |seed| {
+            let mut s = Sampler::new(p, seed).unwrap();
+            (0..64).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(2));
+    }
+
+    #[test]
+    fn invalid_settings_are_errors() {
+        let bad = [
+            SamplingParams { temperature: -1.0, ..Default::default() },
+            SamplingParams { temperature: f32::NAN, ..Default::default() },
+            SamplingParams { top_k: Some(0), ..Default::default() },
+            SamplingParams { top_p: Some(0.0), ..Default::default() },
+            SamplingParams { top_p: Some(1.5), ..Default::default() },
+            SamplingParams { min_p: Some(-0.1), ..Default::default() },
+            SamplingParams { repetition_penalty: 0.0, ..Default::default() },
+        ];
+        for p in bad {
+            assert!(matches!(Sampler::new(p, 0), Err(Error::InvalidArgument { .. })), "{p:?}");
+        }
+    }
+}
