@@ -219,7 +219,9 @@ fn penalize_once(logits: &mut [f32], history: &[u32], penalty: f32, seen: &mut V
 /// HF's `NoRepeatNGramLogitsProcessor`: bans every token that would complete an n-gram
 /// already present in `history`.
 pub fn ban_repeated_ngrams(logits: &mut [f32], history: &[u32], n: usize) {
-    if n == 0 || history.len() + 1 < n {
+    // No n-gram of `history` exists yet (HF returns early for `cur_len + 1 < n` and then finds
+    // none when `cur_len < n`; with `cur_len + 1 == n` the loop below would underflow).
+    if n == 0 || history.len() < n {
         return;
     }
     let prefix = &history[history.len() + 1 - n..];
@@ -313,6 +315,18 @@ mod tests {
         assert_eq!(s.sample(&mut [2.0, 1.5], &[0, 0]), 1);
         assert_eq!(s.sample(&mut [1.4, 2.0], &[1]), 0);
         assert_eq!(s.sample(&mut [2.0, 1.5], &[]), 0);
+    }
+
+    #[test]
+    fn no_repeat_ngram_with_history_one_shorter_than_n_bans_nothing() {
+        // found by the sampling_options fuzz target: history.len() + 1 == n underflowed
+        let mut logits = vec![0.0f32; 8];
+        ban_repeated_ngrams(&mut logits, &[1, 2], 3);
+        ban_repeated_ngrams(&mut logits, &[], 1);
+        assert!(logits.iter().all(|&l| l == 0.0));
+        ban_repeated_ngrams(&mut logits, &[1, 2, 1], 2);
+        assert_eq!(logits[2], f32::NEG_INFINITY);
+        assert_eq!(logits.iter().filter(|l| l.is_finite()).count(), 7);
     }
 
     #[test]
