@@ -272,15 +272,19 @@ fn generate_impl(
     let opts = ForwardOptions { logits: LogitsMode::Last, ..Default::default() };
     let input = ForwardInput::new(tokens.view());
     let input = if padded { input.with_mask(mask.view()) } else { input };
-    let mut logits = model.forward(&input, Some(&mut cache), &opts)?.logits.expect("last-position logits");
+    let first = model.forward(&input, Some(&mut cache), &opts)?.logits.expect("last-position logits");
     if ns > 1 {
         cache = cache.repeat_rows(ns)?;
-        let first = logits;
-        logits = ndarray::Array3::from_shape_fn((b, 1, vocab), |(r, _, k)| first[[r / ns, 0, k]]);
     }
+    // `[b, vocab]` last-position logits, rewritten in place by every decode step.
+    let mut logits = vec![0f32; b * vocab];
+    for (r, row) in logits.chunks_exact_mut(vocab).enumerate() {
+        row.copy_from_slice(first.slice(ndarray::s![r / ns, 0, ..]).as_slice().expect("contiguous"));
+    }
+    drop(first);
 
     let mut scratch = vec![0f32; vocab];
-    let mut next = Array2::from_elem((b, 1), pad);
+    let mut next = vec![pad; b];
     let mut ttft = None;
     let mut steps = 0usize;
     for step in 0..cfg.max_new_tokens {
@@ -288,10 +292,10 @@ fn generate_impl(
             if row.finished.is_some() {
                 continue;
             }
-            scratch.copy_from_slice(logits.slice(ndarray::s![r, 0, ..]).as_slice().expect("contiguous"));
+            scratch.copy_from_slice(&logits[r * vocab..(r + 1) * vocab]);
             let t = row.sampler.sample(&mut scratch, &row.history);
             row.history.push(t);
-            next[[r, 0]] = t;
+            next[r] = t;
             let stop_token = cfg.eos_token_id == Some(t) || cfg.stop_token_ids.contains(&t);
             if stop_token {
                 row.finished =
@@ -324,8 +328,8 @@ fn generate_impl(
         if rows.iter().all(|r| r.finished.is_some()) {
             break;
         }
-        let out = model.forward(&ForwardInput::new(next.view()), Some(&mut cache), &opts)?;
-        logits = out.logits.expect("last-position logits");
+        // Finished rows keep decoding their last token (their output is ignored).
+        model.decode_step(&next, &mut cache, &mut logits)?;
         steps += 1;
     }
     let total = start.elapsed();
