@@ -2,7 +2,7 @@
 //! (FlashAttention's recurrence) for prefill, and a streaming kernel for decode.
 //!
 //! Prefill, per (batch row, head): Kᵀ and V are packed once into GEMM panels; each tile of
-//! [`BQ`] queries walks key blocks of [`BK`] only up to its last query's position (the upper
+//! `BQ` queries walks key blocks of `BK` only up to its last query's position (the upper
 //! triangle is never computed), computing `S = Q·Kᵀ` and `O += P·V` with the GEMM
 //! micro-kernels. Per query row it keeps the running maximum `m` and sum `l`:
 //! `m' = max(m, max_j s_j)`, `p_j = exp(s_j − m')`, `l' = l·e^{m−m'} + Σ p_j`,

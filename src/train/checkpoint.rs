@@ -10,7 +10,7 @@
 //!   [`TrainerConfig`], the trainable tensor names, the data source's
 //!   [`BatchSource::state`], and a caller-defined `extra` value (e.g. a loss history).
 //!
-//! Saving writes every file (each with [`write_atomic`]) into a hidden sibling directory and then
+//! Saving writes every file (each with `write_atomic`) into a hidden sibling directory and then
 //! swaps it in with renames, so an interrupted save never leaves a half-written checkpoint under
 //! the final name (at worst the previous checkpoint remains as `.NAME.old-*` beside it).
 

@@ -16,7 +16,7 @@
 //! - Micro-kernels: AVX-512 14×32 (28 accumulators), AVX2+FMA 6×16, portable 4×16; with
 //!   bf16 weights and AVX512-BF16, a 14×32 `vdpbf16ps` kernel on bf16-rounded activations.
 //!   f16 and int8 weights are widened to f32 one L2-sized block at a time.
-//! - Four rows or fewer ([`SMALL_M`]): the memory-bound GEMV path in [`super::gemv`].
+//! - Eight rows or fewer ([`SMALL_M`]): the memory-bound GEMV path in `kernels::gemv` (private).
 
 pub mod packed;
 pub(crate) mod ukernel;
