@@ -514,14 +514,32 @@ mod x86 {
         }
     }
 
-    /// One packed panel: all rows, f32 accumulation, epilogue on store.
+    /// One packed panel: all rows, f32 accumulation, epilogue on store. The row count is a
+    /// const parameter for 1–4 rows so that the accumulators stay in registers (a runtime row
+    /// count kept them on the stack: a store/reload in every FMA chain, which made the int8
+    /// GEMV compute-bound); 5–8 rows use the runtime form.
+    #[inline]
     #[target_feature(enable = "avx512f,fma")]
     pub(super) unsafe fn panel_avx512(x: &X<'_>, pb: &PackedB, p: usize, out: &Out<'_>) {
+        match x.m {
+            1 => panel_avx512_m::<1>(x, pb, p, out),
+            2 => panel_avx512_m::<2>(x, pb, p, out),
+            3 => panel_avx512_m::<3>(x, pb, p, out),
+            4 => panel_avx512_m::<4>(x, pb, p, out),
+            _ => panel_avx512_m::<SMALL_M>(x, pb, p, out),
+        }
+    }
+
+    /// [`panel_avx512`] for exactly `M` rows when `M < SMALL_M`; `M == SMALL_M` serves any count ≤ 8.
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn panel_avx512_m<const M: usize>(x: &X<'_>, pb: &PackedB, p: usize, out: &Out<'_>) {
+        // A compile-time row count for M < SMALL_M (the dispatcher passes M == x.m there).
+        let rows = if M < SMALL_M { M } else { x.m };
         let k = x.k;
         let n = pb.n();
         let xp = x.data.as_ptr();
         // two accumulator sets (even / odd k) per row keep enough FMAs in flight for m = 1
-        let mut acc = [[_mm512_setzero_ps(); 4]; SMALL_M];
+        let mut acc = [[_mm512_setzero_ps(); 4]; M];
         match &pb.data {
             PackedData::Bf16(d) => {
                 let kp = k.div_ceil(2);
@@ -542,7 +560,7 @@ mod x86 {
                         _mm512_castsi512_ps(_mm512_and_si512(v1, hi_mask)),
                     );
                     let odd = 2 * pp + 1 < k;
-                    for (r, a) in acc.iter_mut().enumerate().take(x.m) {
+                    for (r, a) in acc.iter_mut().enumerate().take(rows) {
                         let xr = xp.add(r * x.ld + 2 * pp);
                         let xe = _mm512_set1_ps(*xr);
                         a[0] = _mm512_fmadd_ps(xe, e0, a[0]);
@@ -569,7 +587,7 @@ mod x86 {
                     }
                     let (w0, w1) = load_row(data, base + q * 32);
                     let (w2, w3) = load_row(data, base + (q + 1) * 32);
-                    for (r, a) in acc.iter_mut().enumerate().take(x.m) {
+                    for (r, a) in acc.iter_mut().enumerate().take(rows) {
                         let xr = xp.add(r * x.ld + q);
                         let (xa, xb) = (_mm512_set1_ps(*xr), _mm512_set1_ps(*xr.add(1)));
                         a[0] = _mm512_fmadd_ps(xa, w0, a[0]);
@@ -581,7 +599,7 @@ mod x86 {
                 }
                 if q < k {
                     let (w0, w1) = load_row(data, base + q * 32);
-                    for (r, a) in acc.iter_mut().enumerate().take(x.m) {
+                    for (r, a) in acc.iter_mut().enumerate().take(rows) {
                         let xa = _mm512_set1_ps(*xp.add(r * x.ld + q));
                         a[0] = _mm512_fmadd_ps(xa, w0, a[0]);
                         a[1] = _mm512_fmadd_ps(xa, w1, a[1]);
@@ -598,7 +616,7 @@ mod x86 {
             }
             _ => (_mm512_set1_ps(1.0), _mm512_set1_ps(1.0)),
         };
-        for (r, a) in acc.iter().enumerate().take(x.m) {
+        for (r, a) in acc.iter().enumerate().take(rows) {
             let cp = out.c.get().add(r * out.ldc + j0);
             let v0 = _mm512_mul_ps(_mm512_add_ps(a[0], a[2]), s0);
             let v1 = _mm512_mul_ps(_mm512_add_ps(a[1], a[3]), s1);
