@@ -8,6 +8,10 @@ use super::stats::token_nll;
 use crate::error::{Error, Result};
 use crate::model::{ForwardInput, ForwardOptions, Gpt2, LogitsMode};
 
+/// Scored positions whose logits are computed together (`HEAD_ROWS × vocab` f32: 51 MB for
+/// GPT-2's 50257 tokens), so memory does not grow with the batch and sequence length.
+const HEAD_ROWS: usize = 256;
+
 /// One sequence to score, in "already shifted" form: the logits at input
 /// position `j` are scored against `targets[j]` (`None` = ignored, like HF's `-100`).
 ///
@@ -125,11 +129,12 @@ pub type ProgressFn<'a> = Box<dyn Fn(usize, usize) + Send + Sync + 'a>;
 /// Batched evaluation of a model: losses, perplexity, completion scoring, HellaSwag.
 ///
 /// Rows are sorted by length (longest first) and cut into batches of
-/// `batch_size`; each batch is right-padded, run through [`Gpt2::forward`] with
-/// an attention mask and [`LogitsMode::All`], and its `[B, T, V]` logits are
-/// reduced to per-token NLLs (in parallel) and freed before the next batch, so
-/// peak memory is one batch of logits (`B·T·V·4` bytes). Results do not depend
-/// on `batch_size` beyond f32 rounding.
+/// `batch_size`; each batch is right-padded and run through [`Gpt2::forward`] with
+/// an attention mask for its final hidden states; logits are then computed only
+/// for the positions that have a target, 256 rows at a time into one reused
+/// buffer, and reduced to per-token NLLs (in parallel). Peak memory beyond the
+/// activations is `256·V·4` bytes (51 MB for GPT-2), whatever `B·T`. Results do
+/// not depend on `batch_size` beyond f32 rounding.
 ///
 /// ```
 /// use gpt2::{eval::Evaluator, Config, Gpt2};
@@ -220,6 +225,9 @@ impl<'m> Evaluator<'m> {
         order.sort_by_key(|&i| std::cmp::Reverse(rows[i].inputs.len()));
         let mut out: Vec<Vec<f64>> = rows.iter().map(|r| Vec::with_capacity(r.num_targets())).collect();
         let v = self.model.config().vocab_size;
+        let c = self.model.config().n_embd;
+        let mut picked: Vec<f32> = Vec::new();
+        let mut logits: Vec<f32> = Vec::new();
         let mut done = 0;
         for chunk in order.chunks(self.batch_size) {
             let t = chunk.iter().map(|&i| rows[i].inputs.len()).max().unwrap_or(0);
@@ -237,22 +245,39 @@ impl<'m> Evaluator<'m> {
             if padded {
                 input = input.with_mask(mask.view());
             }
-            let opts = ForwardOptions { logits: LogitsMode::All, ..Default::default() };
-            let logits = self.model.forward(&input, None, &opts)?.logits.expect("logits requested");
-            let flat = logits.as_slice().expect("standard layout");
-            // (row, offset of the logits row, target)
+            // Final hidden states only; logits are computed for the scored positions alone, at
+            // most HEAD_ROWS rows at a time, into one buffer reused across batches.
+            let opts = ForwardOptions { logits: LogitsMode::None, final_hidden: true, ..Default::default() };
+            let hidden = self.model.forward(&input, None, &opts)?.final_hidden.expect("final hidden requested");
+            let hflat = hidden.as_slice().expect("standard layout");
+            // (row, position in the batch, target)
             let mut tasks = Vec::new();
             for (bi, &ri) in chunk.iter().enumerate() {
                 for (j, tgt) in rows[ri].targets.iter().enumerate() {
                     if let Some(tg) = tgt {
-                        tasks.push((ri, (bi * t + j) * v, *tg as usize));
+                        tasks.push((ri, bi * t + j, *tg as usize));
                     }
                 }
             }
-            let nlls: Vec<f64> = tasks.par_iter().map(|&(_, off, tg)| token_nll(&flat[off..off + v], tg)).collect();
-            drop(logits);
-            for (&(ri, _, _), nll) in tasks.iter().zip(nlls) {
-                out[ri].push(nll);
+            for group in tasks.chunks(HEAD_ROWS) {
+                picked.clear();
+                for &(_, pos, _) in group {
+                    picked.extend_from_slice(&hflat[pos * c..(pos + 1) * c]);
+                }
+                if logits.len() < group.len() * v {
+                    logits.resize(group.len() * v, 0.0);
+                }
+                let block = &mut logits[..group.len() * v];
+                self.model.head_logits_into(&picked, block);
+                let block = &*block;
+                let nlls: Vec<f64> = group
+                    .par_iter()
+                    .enumerate()
+                    .map(|(i, &(_, _, tg))| token_nll(&block[i * v..(i + 1) * v], tg))
+                    .collect();
+                for (&(ri, _, _), nll) in group.iter().zip(nlls) {
+                    out[ri].push(nll);
+                }
             }
             done += b;
             if let Some(p) = &self.progress {

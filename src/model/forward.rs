@@ -135,6 +135,20 @@ impl Gpt2 {
         rayon::scope(|_| self.forward_on_pool(&input, Some(cache), &opts, Some(logits))).map(|_| ())
     }
 
+    /// LM-head logits of final hidden states (after `ln_f`): `hidden` `[n, C]` → `logits`
+    /// `[n, V]` (overwritten), with the same weights and kernels as [`forward`](Self::forward).
+    /// Lets scorers compute logits only for the positions they score, a block of rows at a time.
+    pub(crate) fn head_logits_into(&self, hidden: &[f32], logits: &mut [f32]) {
+        let (c, v) = (self.config.n_embd, self.config.vocab_size);
+        let n = hidden.len() / c;
+        debug_assert_eq!(hidden.len(), n * c);
+        debug_assert_eq!(logits.len(), n * v);
+        rayon::scope(|_| {
+            let packed = self.packed_weights();
+            gemm(logits, v, MatRef::row_major(hidden, n, c), self.head_weight(packed), Epilogue::default());
+        });
+    }
+
     fn forward_on_pool(
         &self,
         input: &ForwardInput<'_>,
