@@ -325,4 +325,40 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn scored_rows_across_head_blocks_match_full_logits() {
+        // 3 rows × 199 targets = 597 scored positions: three LM-head blocks of ≤ HEAD_ROWS,
+        // one of them straddling two sequences; some targets ignored (`None`).
+        let model = Gpt2::new_random(Config::nano(256, 97), 3).unwrap();
+        let seqs: Vec<Vec<u32>> = (0..3u32).map(|r| (0..200u32).map(|i| (i * 31 + r * 7) % 97).collect()).collect();
+        let rows: Vec<ScoreRow> = seqs
+            .iter()
+            .enumerate()
+            .map(|(r, s)| {
+                let mut targets: Vec<Option<u32>> = s[1..].iter().map(|&x| Some(x)).collect();
+                targets[5 + r] = None;
+                ScoreRow::new(s[..199].to_vec(), targets).unwrap()
+            })
+            .collect();
+        assert!(rows.iter().map(ScoreRow::num_targets).sum::<usize>() > 2 * HEAD_ROWS);
+        let got = Evaluator::new(&model).with_batch_size(3).unwrap().score(&rows).unwrap();
+        let opts = ForwardOptions { logits: LogitsMode::All, ..Default::default() };
+        for (row, nlls) in rows.iter().zip(&got) {
+            let x = Array2::from_shape_vec((1, row.inputs().len()), row.inputs().to_vec()).unwrap();
+            let logits = model.forward(&ForwardInput::new(x.view()), None, &opts).unwrap().logits.unwrap();
+            let want: Vec<f64> = row
+                .targets()
+                .iter()
+                .enumerate()
+                .filter_map(|(j, t)| {
+                    t.map(|t| token_nll(logits.slice(ndarray::s![0, j, ..]).as_slice().unwrap(), t as usize))
+                })
+                .collect();
+            assert_eq!(nlls.len(), want.len());
+            for (a, b) in nlls.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+            }
+        }
+    }
 }
