@@ -29,6 +29,9 @@ use ukernel::{F32Kernel, TileEpi, PANEL};
 
 /// Rows at or below which [`gemm`] uses the streaming GEMV kernels (decode).
 pub const SMALL_M: usize = 8;
+
+/// Row counts up to this use [`SMALL_M`]-row GEMV passes instead of the packed GEMM.
+const GEMV_CHUNKED_M: usize = 16;
 /// Depth of one K block (f32 elements; bf16 uses the same number of pairs ÷ 2).
 const KC: usize = 256;
 /// Widest output tile.
@@ -225,6 +228,24 @@ pub(crate) fn gemm_with(
     }
     if allow_gemv && m <= SMALL_M && super::gemv::gemv(c, ldc, a, b, epi) {
         return;
+    }
+    if allow_gemv && m <= GEMV_CHUNKED_M && a.cs() == 1 {
+        // Short prompts: a few GEMV passes of ≤ SMALL_M rows each stream the weights directly
+        // (no B packing, whose cost is not amortised over so few rows).
+        let (rs, data) = (a.rs(), a.data());
+        let mut r0 = 0;
+        while r0 < m {
+            let r1 = (r0 + SMALL_M).min(m);
+            let rows = MatRef::new(&data[r0 * rs..(r1 - 1) * rs + k], r1 - r0, k, rs, 1);
+            if !super::gemv::gemv(&mut c[r0 * ldc..], ldc, rows, b, epi) {
+                break;
+            }
+            r0 = r1;
+        }
+        if r0 == m {
+            return;
+        }
+        assert_eq!(r0, 0, "gemm: GEMV chunks stopped part-way");
     }
     // A in place when one of its strides is 1, else a row-major copy.
     let copy;
