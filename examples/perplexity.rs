@@ -7,7 +7,8 @@
 //! cargo run --release --example perplexity -- --text "To be, or not to be" --json
 //! ```
 //! JSON keys: model, device, dtype, batch_size, tokens, avg_loss, perplexity, seconds,
-//! tokens_per_second, plus max_length, stride, windows and hf_guide {avg_loss, perplexity, ...}.
+//! tokens_per_second, plus max_length, stride, windows, hf_guide {avg_loss, perplexity, ...} and
+//! per_text {bytes, words, bits_per_byte, byte_perplexity, word_perplexity} (lm-eval's definitions).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,18 +85,25 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     bar.finish_and_clear();
 
     let summary = EvalSummary::new(path.display().to_string(), &model, args.batch_size, res.stats, seconds)?;
+    let per_text = res.stats.per_text(&text)?;
     if args.json {
         let mut v = serde_json::to_value(&summary)?;
         v["max_length"] = window.max_length.into();
         v["stride"] = window.stride.into();
         v["windows"] = res.windows.into();
         v["hf_guide"] = serde_json::to_value(res.hf_guide)?;
+        v["per_text"] = serde_json::to_value(per_text)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", summary.table());
         println!(
             "exact: {} tokens (every token after the first, once) in {} windows of ≤ {} tokens, stride {}",
             res.stats.tokens, res.windows, window.max_length, window.stride
+        );
+        println!(
+            "per text ({} bytes, {} words as lm-eval counts them): bits/byte {:.4}, byte perplexity {:.4}, \
+             word perplexity {:.3}",
+            per_text.bytes, per_text.words, per_text.bits_per_byte, per_text.byte_perplexity, per_text.word_perplexity
         );
         println!(
             "HF-guide recipe (for comparison with published numbers): avg loss {:.4}, perplexity {:.3} \

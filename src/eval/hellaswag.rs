@@ -194,7 +194,7 @@ impl std::fmt::Display for HellaSwagStyle {
 }
 
 /// Python's `str.isspace` (Unicode White_Space plus the separators U+001C–U+001F).
-fn py_space(c: char) -> bool {
+pub(crate) fn py_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 

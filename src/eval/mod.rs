@@ -31,5 +31,5 @@ pub use hellaswag::{read_hellaswag, HellaSwagEval, HellaSwagExample, HellaSwagPr
 pub use loss::{labels_from_hf, SequenceEval, IGNORE_INDEX};
 pub use perplexity::{HfGuideNumber, SlidingWindow, SlidingWindowEval, Window};
 pub use score::{Evaluator, ProgressFn, ScoreRow};
-pub use stats::{perplexity_from_loss, LossStats};
+pub use stats::{perplexity_from_loss, LossStats, TextNormalized};
 pub use summary::EvalSummary;

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::kernels::simd::{simd_level, SimdLevel};
 
 /// `−log softmax(row)[target]` in f64: the negative log-likelihood of `target`
@@ -182,6 +183,82 @@ impl LossStats {
     }
 }
 
+/// Text-normalised metrics, as lm-evaluation-harness reports them for its perplexity tasks.
+///
+/// `word_perplexity = exp(Σ NLL / words)`, `byte_perplexity = exp(Σ NLL / bytes)`,
+/// `bits_per_byte = Σ NLL / bytes / ln 2`, where `bytes` is the UTF-8 length of the text and
+/// `words` is `len(re.split(r"\s+", text))` in Python (whitespace runs + 1, with Python's
+/// `str.isspace` as the whitespace class), the harness's default `count_words`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TextNormalized {
+    /// UTF-8 bytes of the text.
+    pub bytes: usize,
+    /// Words, counted as the harness does.
+    pub words: usize,
+    /// `exp(Σ NLL / words)` (`+inf` on overflow).
+    #[serde(with = "super::summary::float_or_inf")]
+    pub word_perplexity: f64,
+    /// `exp(Σ NLL / bytes)` (`+inf` on overflow).
+    #[serde(with = "super::summary::float_or_inf")]
+    pub byte_perplexity: f64,
+    /// `Σ NLL / bytes / ln 2`.
+    #[serde(with = "super::summary::float_or_inf")]
+    pub bits_per_byte: f64,
+}
+
+/// Words of `text` as Python's `len(re.split(r"\s+", text))` counts them: one more than the
+/// number of maximal whitespace runs (so leading or trailing whitespace adds an empty "word",
+/// and the empty text has one).
+///
+/// ```
+/// assert_eq!(gpt2::eval::stats::count_words_like_harness("to be  or\nnot"), 4);
+/// assert_eq!(gpt2::eval::stats::count_words_like_harness(" x "), 3);
+/// ```
+pub fn count_words_like_harness(text: &str) -> usize {
+    let mut runs = 0;
+    let mut in_space = false;
+    for c in text.chars() {
+        let sp = super::hellaswag::py_space(c);
+        if sp && !in_space {
+            runs += 1;
+        }
+        in_space = sp;
+    }
+    runs + 1
+}
+
+impl LossStats {
+    /// Normalises the summed NLL by the text it was scored on (see [`TextNormalized`]).
+    ///
+    /// The NLL sum covers the tokens that were scored (a sliding window scores every token
+    /// after the first); pass the text those tokens came from.
+    ///
+    /// ```
+    /// use gpt2::eval::LossStats;
+    /// let s = LossStats { sum_nll: 10.0, tokens: 4 };
+    /// let n = s.per_text("hello world").unwrap();
+    /// assert_eq!((n.bytes, n.words), (11, 2));
+    /// assert!((n.bits_per_byte - 10.0 / 11.0 / 2f64.ln()).abs() < 1e-12);
+    /// assert!(s.per_text("").is_err());
+    /// ```
+    ///
+    /// Errors: [`Error::EmptyInput`] for an empty text (no bytes to normalise by).
+    pub fn per_text(&self, text: &str) -> Result<TextNormalized> {
+        if text.is_empty() {
+            return Err(Error::EmptyInput("cannot normalise a loss by an empty text".into()));
+        }
+        let bytes = text.len();
+        let words = count_words_like_harness(text);
+        Ok(TextNormalized {
+            bytes,
+            words,
+            word_perplexity: perplexity_from_loss(self.sum_nll / words as f64),
+            byte_perplexity: perplexity_from_loss(self.sum_nll / bytes as f64),
+            bits_per_byte: self.sum_nll / bytes as f64 / std::f64::consts::LN_2,
+        })
+    }
+}
+
 impl std::ops::Add for LossStats {
     type Output = LossStats;
     fn add(mut self, rhs: LossStats) -> LossStats {
@@ -269,5 +346,28 @@ mod tests {
         let total: LossStats = parts.iter().copied().sum();
         assert_eq!(total.tokens, 11);
         assert!((total.mean().unwrap() - 25.0 / 11.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn words_and_bytes_match_python() {
+        // (text, len(re.split(r"\s+", text)), len(text.encode("utf-8"))) from CPython 3.11
+        let cases: [(&str, usize, usize); 6] = [
+            ("", 1, 0),
+            ("one", 1, 3),
+            (" lead and trail ", 5, 16),
+            ("a  b\u{a0}c\u{2028}d\u{1c}e\u{200b}f", 5, 17),
+            ("tab\tnew\nline\r\n", 4, 14),
+            ("ü €uro 😀", 3, 14),
+        ];
+        for (text, words, bytes) in cases {
+            assert_eq!(count_words_like_harness(text), words, "{text:?}");
+            assert_eq!(text.len(), bytes, "{text:?}");
+        }
+        let s = LossStats { sum_nll: 30.0, tokens: 9 };
+        let n = s.per_text(" lead and trail ").unwrap();
+        assert!((n.word_perplexity - 6f64.exp()).abs() < 1e-9 * 6f64.exp());
+        assert!((n.byte_perplexity - (30.0f64 / 16.0).exp()).abs() < 1e-12);
+        assert!((n.bits_per_byte - 30.0 / 16.0 / 2f64.ln()).abs() < 1e-12);
+        assert!(matches!(s.per_text(""), Err(Error::EmptyInput(_))));
     }
 }
