@@ -871,6 +871,9 @@ fn eval_cases() -> Vec<Case> {
         case!("eval", "HellaSwag file that does not exist", "eval::read_hellaswag", NotFound, |_| {
             read_hellaswag("/nonexistent/hellaswag.jsonl", ReadOptions::default()).map(drop)
         }),
+        case!("eval", "per-text metrics of an empty text", "LossStats::per_text", EmptyInput, |_| {
+            gpt2::eval::LossStats { sum_nll: 3.0, tokens: 2 }.per_text("").map(drop)
+        }),
     ]
 }
 
