@@ -6,6 +6,8 @@
 //! cargo run --release --example decode_speed -- --random 124m --prompt-tokens 16 --new-tokens 128 --dtype bf16 --json
 //! ```
 
+mod common;
+
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -39,16 +41,6 @@ struct Args {
     json: bool,
 }
 
-/// CPU time of all threads of this process (Linux `schedstat`, ns precision), if readable.
-fn cpu_seconds() -> Option<f64> {
-    let mut total = 0u64;
-    for entry in std::fs::read_dir("/proc/self/task").ok()? {
-        let s = std::fs::read_to_string(entry.ok()?.path().join("schedstat")).ok()?;
-        total += s.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(total as f64 * 1e-9)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let opts = LoadOptions { dtype: args.dtype };
@@ -70,12 +62,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     generate(&model, &tok, &prompt, &cfg, None)?; // warm-up
     let mut runs = Vec::with_capacity(args.runs);
-    let cpu0 = cpu_seconds();
+    let cpu0 = common::cpu_seconds();
     for _ in 0..args.runs.max(1) {
         runs.push(generate(&model, &tok, &prompt, &cfg, None)?.timing);
     }
-    let cpu_per_token =
-        cpu_seconds().zip(cpu0).map(|(b, a)| (b - a) / runs.iter().map(|t| t.new_tokens).sum::<usize>().max(1) as f64);
+    let cpu_per_token = common::cpu_seconds()
+        .zip(cpu0)
+        .map(|(b, a)| (b - a) / runs.iter().map(|t| t.new_tokens).sum::<usize>().max(1) as f64);
     runs.sort_by(|a, b| a.tokens_per_second.total_cmp(&b.tokens_per_second));
     let t = &runs[runs.len() / 2];
     // decode steps read every matrix once: the packed copy (or the f32 matrices) + nothing else big

@@ -6,6 +6,8 @@
 //! cargo run --release --example forward_speed -- --random 124m --batch 1 --seq 1024 --dtype bf16
 //! ```
 
+mod common;
+
 use std::time::Instant;
 
 use clap::Parser;
@@ -39,17 +41,6 @@ struct Args {
     dtype: gpt2::WeightDtype,
 }
 
-/// CPU time of all threads of this process (Linux `schedstat`, ns precision), if readable.
-/// On a shared machine wall time includes waiting for a core; CPU time does not.
-fn cpu_seconds() -> Option<f64> {
-    let mut total = 0u64;
-    for entry in std::fs::read_dir("/proc/self/task").ok()? {
-        let s = std::fs::read_to_string(entry.ok()?.path().join("schedstat")).ok()?;
-        total += s.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(total as f64 * 1e-9)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let model = match (&args.model, &args.random) {
@@ -62,14 +53,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tokens = Array2::from_shape_fn((args.batch, args.seq), |(i, j)| ((i * 7919 + j * 104_729) as u32) % v);
     model.logits_batch(tokens.view())?; // warm-up
     let mut times = Vec::with_capacity(args.iters);
-    let cpu0 = cpu_seconds();
+    let cpu0 = common::cpu_seconds();
     for _ in 0..args.iters.max(1) {
         let t0 = Instant::now();
         let out = model.logits_batch(tokens.view())?;
         times.push(t0.elapsed().as_secs_f64());
         std::hint::black_box(out);
     }
-    let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| (b - a) / times.len() as f64);
+    let cpu = common::cpu_seconds().zip(cpu0).map(|(b, a)| (b - a) / times.len() as f64);
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let median = times[times.len() / 2];
     let tps = (args.batch * args.seq) as f64 / median;

@@ -7,6 +7,8 @@
 //! JSON keys: n, acc, acc_norm, predictions [{label, pred, pred_norm, sum_losses, avg_losses}],
 //! plus model, style, skipped, seconds.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -46,17 +48,8 @@ struct Args {
     json: bool,
 }
 
-fn default_model() -> PathBuf {
-    let bundled = gpt2::model::io::bundled_model_dir();
-    if bundled.exists() {
-        bundled
-    } else {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/tiny-bpe")
-    }
-}
-
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let path = args.model.clone().unwrap_or_else(default_model);
+    let path = args.model.clone().unwrap_or_else(common::default_model);
     let model = Gpt2::load(&path).map_err(|e| format!("cannot load the model at {}: {e}", path.display()))?;
     let tok = Tokenizer::gpt2()?;
     let file = args

@@ -9,6 +9,8 @@
 //! weight `[N, K]` like the tied LM head. `--dtype` packs the weight ahead of time
 //! (f32 packs too; `raw` multiplies the unpacked f32 weight, packing it per call).
 
+mod common;
+
 use std::time::Instant;
 
 use clap::Parser;
@@ -45,17 +47,6 @@ fn parse_shape(s: &str) -> Result<(usize, usize, usize, bool), String> {
     }
 }
 
-/// CPU time of all threads of this process (Linux `schedstat`, ns precision), if readable.
-/// On a shared machine wall time includes waiting for a core; CPU time does not.
-fn cpu_seconds() -> Option<f64> {
-    let mut total = 0u64;
-    for entry in std::fs::read_dir("/proc/self/task").ok()? {
-        let s = std::fs::read_to_string(entry.ok()?.path().join("schedstat")).ok()?;
-        total += s.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(total as f64 * 1e-9)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let packed_dtype: Option<WeightDtype> = if args.dtype == "raw" { None } else { Some(args.dtype.parse()?) };
@@ -75,13 +66,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let am = MatRef::row_major(&a, m, k);
         gemm(&mut c, n, am, bm, epi);
         let mut times = Vec::with_capacity(args.iters);
-        let cpu0 = cpu_seconds();
+        let cpu0 = common::cpu_seconds();
         for _ in 0..args.iters.max(1) {
             let t0 = Instant::now();
             gemm(&mut c, n, am, bm, epi);
             times.push(t0.elapsed().as_secs_f64());
         }
-        let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| (b - a) / times.len() as f64);
+        let cpu = common::cpu_seconds().zip(cpu0).map(|(b, a)| (b - a) / times.len() as f64);
         let cpu_gflops = cpu.map(|t| 2.0 * (m * k * n) as f64 / t / 1e9);
         std::hint::black_box(&c);
         times.sort_by(|x, y| x.total_cmp(y));

@@ -12,6 +12,8 @@
 //! pass alone (model included); `forward_extra_bytes` is what the pass added on top of the
 //! resident model. `--decode N` measures greedy decoding through a `KvCache` the same way.
 
+mod common;
+
 use std::time::Instant;
 
 use clap::Parser;
@@ -23,7 +25,7 @@ use ndarray::Array2;
 #[command(version, about)]
 struct Args {
     /// Checkpoint directory (config.json + model.safetensors) or .safetensors file.
-    #[arg(long, default_value_os_t = default_model())]
+    #[arg(long, default_value_os_t = common::default_model())]
     model: std::path::PathBuf,
     /// After loading, run one forward pass over this many tokens (0: none).
     #[arg(long, default_value_t = 0)]
@@ -41,15 +43,6 @@ struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-}
-
-fn default_model() -> std::path::PathBuf {
-    let bundled = gpt2::model::io::bundled_model_dir();
-    if bundled.exists() {
-        bundled
-    } else {
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/tiny-bpe")
-    }
 }
 
 fn status_kb(key: &str) -> Option<u64> {

@@ -10,6 +10,8 @@
 //! tokens_per_second, plus max_length, stride, windows, hf_guide {avg_loss, perplexity, ...} and
 //! per_text {bytes, words, bits_per_byte, byte_perplexity, word_perplexity} (lm-eval's definitions).
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -49,17 +51,8 @@ struct Args {
     dtype: gpt2::WeightDtype,
 }
 
-fn default_model() -> PathBuf {
-    let bundled = gpt2::model::io::bundled_model_dir();
-    if bundled.exists() {
-        bundled
-    } else {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/tiny-bpe")
-    }
-}
-
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let path = args.model.clone().unwrap_or_else(default_model);
+    let path = args.model.clone().unwrap_or_else(common::default_model);
     let model = Gpt2::load_with(&path, &gpt2::LoadOptions { dtype: args.dtype })
         .map_err(|e| format!("cannot load the model at {}: {e}", path.display()))?;
     let tok = Tokenizer::gpt2()?;

@@ -6,6 +6,8 @@
 //! cargo run --release --example summary -- --model A --model B --max-tokens 4096 --json
 //! ```
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -43,17 +45,8 @@ struct Args {
     json: bool,
 }
 
-fn default_model() -> PathBuf {
-    let bundled = gpt2::model::io::bundled_model_dir();
-    if bundled.exists() {
-        bundled
-    } else {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/tiny-bpe")
-    }
-}
-
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let models = if args.model.is_empty() { vec![default_model()] } else { args.model.clone() };
+    let models = if args.model.is_empty() { vec![common::default_model()] } else { args.model.clone() };
     let file = args
         .file
         .clone()

@@ -14,7 +14,6 @@ then prints medians (scored tokens/s), the ratio, and checks that both losses ag
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,18 +25,9 @@ import torch.nn.functional as F
 import transformers
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from bench_common import cpu_model
+
 SHAPES = [(4, 256), (1, 1024)]
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def rows_of(b, t, v=50257):

@@ -18,7 +18,6 @@ It prints medians and ratios (crate / PyTorch). Usage (repo root):
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,21 +28,12 @@ import torch
 import transformers
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from bench_common import cpu_model
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = [(4, 256), (1, 1024), (8, 128)]
 BF16_SHAPES = [(4, 256)]
 PROMPT, NEW = 16, 128
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def torch_forward(model, b, t, iters):

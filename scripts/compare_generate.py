@@ -19,7 +19,6 @@ read per token / read bandwidth). torch runs with OMP_WAIT_POLICY=PASSIVE unless
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import tempfile
@@ -33,18 +32,9 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
+from bench_common import cpu_model
+
 PROMPT = "The quick brown fox jumps over the lazy dog while the old man watches it."  # 16 tokens
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _best_seconds(fn, iters):

@@ -18,7 +18,6 @@ which counts as CPU time).
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,20 +26,11 @@ import time
 import torch
 import torch.nn.functional as F
 
+from bench_common import cpu_model
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREFILL = ["1024x768x2304", "1024x768x3072", "1024x3072x768", "256x768x50257t", "1024x768x50257t"]
 DECODE = ["1x768x2304", "1x768x3072", "1x3072x768", "1x768x50257t"]
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def cpu_seconds():

@@ -27,6 +27,8 @@ import torch
 import transformers
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from bench_common import cpu_model
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "fixtures", "corpus", "shakespeare_val.txt")
 
@@ -35,17 +37,6 @@ SHAPES = [
     ("124m", 12, 12, 768, 1024, 4, 64),
     ("4L-128d", 4, 4, 128, 128, 8, 128),
 ]
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def torch_step_seconds(n_layer, n_head, n_embd, n_pos, b, t, steps):
