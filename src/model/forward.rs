@@ -3,7 +3,7 @@
 use ndarray::{Array3, Array4, ArrayView2};
 
 use super::kv_cache::{KvCache, Workspace};
-use super::precision::Linear;
+use super::precision::{Linear, PackedWeights};
 use super::Gpt2;
 use crate::error::{Error, Result};
 use crate::kernels::attention::{attention_probs, AttnDims, HeadView};
@@ -139,14 +139,16 @@ impl Gpt2 {
     /// `[n, V]` (overwritten), with the same weights and kernels as [`forward`](Self::forward).
     /// Lets scorers compute logits only for the positions they score, a block of rows at a time.
     pub(crate) fn head_logits_into(&self, hidden: &[f32], logits: &mut [f32]) {
+        rayon::scope(|_| self.lm_head(self.packed_weights(), hidden, logits));
+    }
+
+    /// The tied LM head: `hidden` `[n, C]` → `logits` `[n, V]` (overwritten).
+    fn lm_head(&self, packed: Option<&PackedWeights>, hidden: &[f32], logits: &mut [f32]) {
         let (c, v) = (self.config.n_embd, self.config.vocab_size);
         let n = hidden.len() / c;
         debug_assert_eq!(hidden.len(), n * c);
         debug_assert_eq!(logits.len(), n * v);
-        rayon::scope(|_| {
-            let packed = self.packed_weights();
-            gemm(logits, v, MatRef::row_major(hidden, n, c), self.head_weight(packed), Epilogue::default());
-        });
+        gemm(logits, v, MatRef::row_major(hidden, n, c), self.head_weight(packed), Epilogue::default());
     }
 
     fn forward_on_pool(
@@ -364,7 +366,7 @@ impl Gpt2 {
         match opts.logits {
             LogitsMode::All => {
                 let mut logits = vec![0f32; n * v];
-                gemm(&mut logits, v, MatRef::row_major(ln, n, c), self.head_weight(packed), Epilogue::default());
+                self.lm_head(packed, ln, &mut logits);
                 out.logits = Some(Array3::from_shape_vec((b, t, v), logits).expect("shape"));
             }
             LogitsMode::Last => {
@@ -378,12 +380,11 @@ impl Gpt2 {
                     }
                     &ws.last
                 };
-                let head = self.head_weight(packed);
                 match logits_into {
-                    Some(dst) => gemm(dst, v, MatRef::row_major(rows, b, c), head, Epilogue::default()),
+                    Some(dst) => self.lm_head(packed, rows, dst),
                     None => {
                         let mut logits = vec![0f32; b * v];
-                        gemm(&mut logits, v, MatRef::row_major(rows, b, c), head, Epilogue::default());
+                        self.lm_head(packed, rows, &mut logits);
                         out.logits = Some(Array3::from_shape_vec((b, 1, v), logits).expect("shape"));
                     }
                 }
