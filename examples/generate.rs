@@ -4,15 +4,19 @@
 //! cargo run --release --example generate
 //! cargo run --release --example generate -- --prompt "KING HENRY:" --max-new-tokens 60 --stream
 //! cargo run --release --example generate -- --greedy --json
+//! cargo run --release --example generate -- --num-beams 4 --num-samples 2 --max-new-tokens 20 --json
+//! cargo run --release --example generate -- --greedy --logprobs 3 --max-new-tokens 10 --json
 //! cargo run --release --example generate -- --model gpt2-124m --prompt "Hello, I'm a language model,"
 //! ```
 //! Defaults: prompt "ROMEO:", 100 new tokens, temperature 0.8, top-k 40, seed 1337.
+//! `--num-beams N` runs beam search (greedy scoring, transformers' rules); `--num-samples`
+//! then is the number of best hypotheses returned.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Parser;
-use gpt2::generate::{generate, GenerateConfig, SamplingParams};
+use gpt2::generate::{generate, EarlyStopping, GenerateConfig, SamplingParams};
 use gpt2::{Gpt2, Tokenizer};
 
 #[derive(Parser, Debug)]
@@ -57,9 +61,21 @@ struct Args {
     /// Random seed.
     #[arg(long, default_value_t = 1337)]
     seed: u64,
-    /// Samples to draw (decoded together as one batch).
+    /// Samples to draw (decoded together as one batch); with beams, hypotheses to return.
     #[arg(long, default_value_t = 1)]
     num_samples: usize,
+    /// Beam search with this many beams (1: no beam search).
+    #[arg(long, default_value_t = 1)]
+    num_beams: usize,
+    /// Beam search: score = sum of log-probs / length^penalty.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    length_penalty: f32,
+    /// Beam search stopping rule: false (heuristic), true (when full) or never.
+    #[arg(long, default_value = "false")]
+    early_stopping: String,
+    /// Per-token log-probabilities with this many alternatives (printed with --json).
+    #[arg(long)]
+    logprobs: Option<usize>,
     /// Print text as it is generated.
     #[arg(long)]
     stream: bool,
@@ -82,33 +98,48 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let tok = Tokenizer::gpt2()?;
     let model = Gpt2::load_with(&args.model, &gpt2::LoadOptions { dtype: args.dtype })
         .map_err(|e| format!("cannot load the model at {}: {e} (pass --model DIR)", args.model.display()))?;
-    let sampling = if args.greedy {
+    let sampling = if args.greedy || args.num_beams > 1 {
         SamplingParams {
             repetition_penalty: args.repetition_penalty,
             no_repeat_ngram_size: args.no_repeat_ngram,
             ..SamplingParams::greedy()
         }
     } else {
-        SamplingParams {
-            temperature: args.temperature,
-            top_k: (args.top_k > 0).then_some(args.top_k),
-            top_p: (args.top_p < 1.0).then_some(args.top_p),
-            min_p: (args.min_p > 0.0).then_some(args.min_p),
-            repetition_penalty: args.repetition_penalty,
-            no_repeat_ngram_size: args.no_repeat_ngram,
+        let mut p = SamplingParams::sampling(args.temperature)
+            .repetition_penalty(args.repetition_penalty)
+            .no_repeat_ngram_size(args.no_repeat_ngram);
+        if args.top_k > 0 {
+            p = p.top_k(args.top_k);
         }
+        if args.top_p < 1.0 {
+            p = p.top_p(args.top_p);
+        }
+        if args.min_p > 0.0 {
+            p = p.min_p(args.min_p);
+        }
+        p
+    };
+    let early_stopping = match args.early_stopping.as_str() {
+        "false" => EarlyStopping::Heuristic,
+        "true" => EarlyStopping::WhenFull,
+        "never" => EarlyStopping::Never,
+        other => return Err(format!("--early-stopping {other:?}: expected false, true or never").into()),
     };
     let cfg = GenerateConfig {
         max_new_tokens: args.max_new_tokens,
         sampling,
         seed: args.seed,
         num_samples: args.num_samples,
+        num_beams: args.num_beams,
+        length_penalty: args.length_penalty,
+        early_stopping,
+        logprobs: args.logprobs,
         eos_token_id: if args.ignore_eos { None } else { Some(gpt2::generate::EOT) },
         stop_token_ids: Vec::new(),
         stop_strings: args.stop.clone(),
     };
     let prompt = tok.encode(&args.prompt);
-    let streaming = args.stream && !args.json;
+    let streaming = args.stream && !args.json && args.num_beams == 1;
     if streaming {
         print!("{}", args.prompt);
         std::io::stdout().flush()?;
@@ -125,7 +156,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let samples: Vec<_> = out
             .samples
             .iter()
-            .map(|s| serde_json::json!({"text": s.text, "token_ids": s.token_ids, "finish_reason": s.finish_reason}))
+            .map(|s| {
+                serde_json::json!({
+                    "text": s.text, "token_ids": s.token_ids, "finish_reason": s.finish_reason,
+                    "score": s.score, "logprobs": s.logprobs, "logprob_summary": s.logprob_summary(),
+                })
+            })
             .collect();
         let j = serde_json::json!({
             "model": args.model, "device": model.device_label(), "dtype": model.dtype_label(),
@@ -141,8 +177,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             println!();
             continue;
         }
-        if out.samples.len() > 1 {
-            println!("--- sample {i}");
+        match (s.score, s.logprob_summary()) {
+            (Some(score), _) => println!("--- beam {i} (score {score:.4})"),
+            (None, Some(lp)) => {
+                println!("--- sample {i} (mean log-prob {:.3}, perplexity {:.2})", lp.mean, lp.perplexity)
+            }
+            _ if out.samples.len() > 1 => println!("--- sample {i}"),
+            _ => {}
         }
         println!("{}{}", args.prompt, s.text);
     }
