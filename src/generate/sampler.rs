@@ -233,7 +233,7 @@ impl Sampler {
         &mut self,
         logits: &mut [f32],
         history: &[u32],
-        hook: Option<&mut dyn FnMut(&mut [f32])>,
+        hook: Option<LogitsHook<'_>>,
         keep_warped: bool,
     ) -> u32 {
         let p = self.params;
@@ -303,6 +303,9 @@ impl Sampler {
         self.order[keep - 1]
     }
 }
+
+/// A user edit of the logits row, run by [`Sampler::sample_with`].
+pub(crate) type LogitsHook<'a> = &'a mut dyn FnMut(&mut [f32]);
 
 /// Sets every logit except those of `kept` to `-inf`.
 fn mask_dropped(logits: &mut [f32], kept: &[u32]) {
