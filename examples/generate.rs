@@ -36,10 +36,10 @@ struct Args {
     /// Keep the k most likely tokens (0 disables).
     #[arg(long, default_value_t = 40)]
     top_k: usize,
-    /// Nucleus sampling mass (1 disables).
+    /// Nucleus sampling mass in (0, 1] (1 disables).
     #[arg(long, default_value_t = 1.0)]
     top_p: f32,
-    /// Min-p threshold relative to the most likely token (0 disables).
+    /// Min-p threshold in [0, 1] relative to the most likely token (0 disables).
     #[arg(long, default_value_t = 0.0)]
     min_p: f32,
     /// Repetition penalty (1 disables).
@@ -92,8 +92,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         SamplingParams {
             temperature: args.temperature,
             top_k: (args.top_k > 0).then_some(args.top_k),
-            top_p: (args.top_p < 1.0).then_some(args.top_p),
-            min_p: (args.min_p > 0.0).then_some(args.min_p),
+            // exactly 1 / 0 mean "off"; anything else (1.5, NaN, −3) goes to the library's
+            // validation and is an error, never silently "off"
+            top_p: (args.top_p != 1.0).then_some(args.top_p),
+            min_p: (args.min_p != 0.0).then_some(args.min_p),
             repetition_penalty: args.repetition_penalty,
             no_repeat_ngram_size: args.no_repeat_ngram,
         }

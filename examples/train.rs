@@ -217,7 +217,8 @@ fn trainer_config(args: &Args) -> TrainerConfig {
         optimizer: AdamWConfig { beta1: args.beta1, beta2: args.beta2, eps: args.eps, weight_decay: args.weight_decay },
         schedule,
         grad_accum: args.grad_accum,
-        grad_clip: (args.grad_clip > 0.0).then_some(args.grad_clip),
+        // exactly 0 means "off"; NaN or a negative clip is the library's error, not "off"
+        grad_clip: (args.grad_clip != 0.0).then_some(args.grad_clip),
         non_finite: if args.skip_non_finite { NonFinitePolicy::Skip } else { NonFinitePolicy::Error },
         selection: selection(args),
         seed: args.seed,

@@ -287,10 +287,14 @@ pub fn render(
             if ctx.is_empty() {
                 return Err(bad("`ctx` encodes to no tokens".into()));
             }
-            for e in &ex.endings {
+            for (k, e) in ex.endings.iter().enumerate() {
                 let end = tok.encode(&format!(" {e}"));
                 if ctx.len() + end.len() - 1 > n_positions {
-                    return Err(Error::SequenceTooLong { len: ctx.len() + end.len(), n_positions });
+                    return Err(bad(format!(
+                        "context + ending {k} are {} tokens, longer than the model's context (n_positions = \
+                         {n_positions})",
+                        ctx.len() + end.len() - 1
+                    )));
                 }
                 r.norm.push(end.len() as f64);
                 r.contexts.push(ctx.clone());
@@ -322,6 +326,46 @@ pub fn render(
         }
     }
     Ok(r)
+}
+
+/// Splits `examples` into those [`render`] accepts for a model with context `n_positions` and
+/// those it refuses (an over-long completion-style example, an ending empty after the harness
+/// preprocessing), which are returned as [`SkippedLine`]s with their reason — what a
+/// `--skip-malformed` run skips instead of aborting.
+///
+/// ```
+/// use gpt2::eval::hellaswag::{partition_renderable, HellaSwagExample, HellaSwagStyle};
+/// let tok = gpt2::Tokenizer::gpt2().unwrap();
+/// let ex = |ctx: &str, line| HellaSwagExample {
+///     activity_label: "A".into(), ctx_a: ctx.into(), ctx_b: String::new(), ctx: ctx.into(),
+///     endings: vec!["a".into(), "b".into(), "c".into(), "d".into()], label: 0, line,
+/// };
+/// let long = "word ".repeat(40);
+/// let (ok, skipped) = partition_renderable(vec![ex("Hi.", 1), ex(&long, 2)], &tok, HellaSwagStyle::Completion, 16);
+/// assert_eq!((ok.len(), skipped.len(), skipped[0].line), (1, 1, 2));
+/// ```
+pub fn partition_renderable(
+    examples: Vec<HellaSwagExample>,
+    tok: &Tokenizer,
+    style: HellaSwagStyle,
+    n_positions: usize,
+) -> (Vec<HellaSwagExample>, Vec<SkippedLine>) {
+    let mut skipped = Vec::new();
+    let kept = examples
+        .into_iter()
+        .filter(|ex| match render(ex, tok, style, n_positions) {
+            Ok(_) => true,
+            Err(e) => {
+                let reason = match e {
+                    Error::Data { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                skipped.push(SkippedLine { line: ex.line, reason });
+                false
+            }
+        })
+        .collect();
+    (kept, skipped)
 }
 
 /// lm-evaluation-harness `_encode_pair` for decoder-only models (empty context → EOT).
