@@ -1093,6 +1093,24 @@ fn train_cases() -> Vec<Case> {
         case!("train", "checkpoint directory that does not exist", "Checkpoint::load", NotFound, |_| {
             Checkpoint::load("/nonexistent/checkpoint").map(drop)
         }),
+        case!("train", "checkpoint pointer naming a path outside", "Checkpoint::load", Data, |cx| {
+            let d = cx.sub("pointer-outside");
+            std::fs::write(d.join("latest"), "../../etc\n").unwrap();
+            Checkpoint::load(&d).map(drop)
+        }),
+        case!("train", "checkpoint pointer naming a missing step", "Checkpoint::load", NotFound, |cx| {
+            let d = cx.sub("pointer-missing");
+            std::fs::write(d.join("latest"), "step-00000009\n").unwrap();
+            Checkpoint::load(&d).map(drop)
+        }),
+        case!("train", "NaN gradient clip", "Trainer::new", InvalidArgument, |cx| trainer(
+            cx,
+            TrainerConfig { grad_clip: Some(f64::NAN), ..Default::default() }
+        )),
+        case!("train", "negative gradient clip", "Trainer::new", InvalidArgument, |cx| trainer(
+            cx,
+            TrainerConfig { grad_clip: Some(-1.0), ..Default::default() }
+        )),
     ]
 }
 
