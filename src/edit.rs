@@ -457,7 +457,7 @@ pub fn edit(model: &mut Gpt2, tok: &Tokenizer, requests: &[EditRequest], cfg: &E
             let scale = 1.0 / chunk.len() as f32;
             let mut chunk_loss = 0.0f64;
             for (x, y) in chunk {
-                let opts = BackwardOptions { loss_scale: scale, mask: &mask, dropout_seed: None };
+                let opts = BackwardOptions { loss_scale: scale, mask: &mask, dropout_seed: None, dropout: None };
                 let l = forward_backward_with(model, &mut acts, &mut grads, x.view(), y.view(), &opts)?;
                 chunk_loss += l as f64;
             }
