@@ -39,9 +39,11 @@ pub use data::{BatchSource, DataLoader, LoaderConfig};
 pub use device::Device;
 pub use error::{Error, Result};
 pub use kernels::gemm::WeightDtype;
+pub use model::hub::{default_model, default_model_dir};
 pub use model::io::SaveDtype;
 pub use model::{
-    Config, ForwardInput, ForwardOptions, ForwardOutput, Gpt2, KvCache, LoadOptions, LogitsMode, ParamInfo, ParamLayout,
+    Config, ForwardInput, ForwardOptions, ForwardOutput, GenerationConfig, Gpt2, KvCache, LoadOptions, LogitsMode,
+    ParamInfo, ParamLayout,
 };
 pub use rng::Rng;
 pub use tokenizer::Tokenizer;

@@ -2,20 +2,25 @@
 
 pub mod config;
 mod forward;
+pub mod generation_config;
+pub mod hub;
 pub mod init;
 pub mod io;
 pub mod kv_cache;
 pub mod params;
 pub mod precision;
+mod sharded;
 
 use ndarray::{Array2, Array3, ArrayView2, ArrayViewD, IxDyn};
 
 use crate::error::{Error, Result};
 pub use config::Config;
 pub use forward::{ForwardInput, ForwardOptions, ForwardOutput, LogitsMode};
+pub use generation_config::GenerationConfig;
 pub use kv_cache::KvCache;
 pub use params::{ParamInfo, ParamLayout};
 pub use precision::LoadOptions;
+pub use sharded::INDEX_FILE;
 
 /// A GPT-2 language model held in f32: one flat parameter buffer plus its layout, and
 /// optionally a packed f16/bf16/int8 copy of the matrices used by inference

@@ -6,7 +6,7 @@ use gpt2::generate::{generate, GenerateConfig, SamplingParams};
 use gpt2::{Gpt2, Tokenizer};
 
 fn main() -> Result<(), gpt2::Error> {
-    let model = Gpt2::load(gpt2::model::io::bundled_model_dir())?;
+    let model = Gpt2::load(gpt2::default_model_dir()?)?;
     let tok = Tokenizer::gpt2()?;
     let ids = tok.encode("ROMEO: But soft, what light through yonder window breaks?");
     let ppl = Evaluator::new(&model).sliding_window(&ids, SlidingWindow::new(128, 64))?.perplexity;
