@@ -35,13 +35,34 @@ pub use sharded::INDEX_FILE;
 /// let logits = model.logits(&[1, 2, 3]).unwrap();
 /// assert_eq!(logits.dim(), (3, 100));
 /// ```
-#[derive(Debug, Clone)]
+///
+/// `{:?}` prints a summary (config, parameter count, dtype, device), never the weights.
+#[derive(Clone)]
 pub struct Gpt2 {
     config: Config,
     layout: ParamLayout,
     params: Vec<f32>,
     dtype: crate::kernels::gemm::WeightDtype,
     packed: precision::PackedCell,
+}
+
+impl std::fmt::Debug for Gpt2 {
+    /// A summary: the config, the parameter count, the weight dtype and the device (a few hundred
+    /// bytes whatever the model's size; the weights are not printed).
+    ///
+    /// ```
+    /// let model = gpt2::Gpt2::new_random(gpt2::Config::nano(16, 100), 0).unwrap();
+    /// let s = format!("{model:?}");
+    /// assert!(s.starts_with("Gpt2 { config: Config {") && s.contains("num_parameters: ") && s.len() < 10_000);
+    /// ```
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpt2")
+            .field("config", &self.config)
+            .field("num_parameters", &self.params.len())
+            .field("dtype", &self.dtype_label())
+            .field("device", &self.device_label())
+            .finish()
+    }
 }
 
 impl Gpt2 {
