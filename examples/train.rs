@@ -29,7 +29,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
-#[command(about = "Train or fine-tune a GPT-2 model on token shards (.npy/.bin) or a text/JSONL file")]
+#[command(version, about = "Train or fine-tune a GPT-2 model on token shards (.npy/.bin) or a text/JSONL file")]
 struct Args {
     /// Training data: a directory of shards (train split; val split for --eval-every), one shard
     /// file, or a text / JSONL file (tokenized in memory).

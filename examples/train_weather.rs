@@ -22,7 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
-#[command(about = "Train the nano GPT on the synthetic weather HMM task and report state accuracy")]
+#[command(version, about = "Train the nano GPT on the synthetic weather HMM task and report state accuracy")]
 struct Args {
     /// Optimizer steps.
     #[arg(long, default_value_t = 2000)]

@@ -290,7 +290,7 @@ fn forward_body(model: &Gpt2, a: &mut Activations, rng: &Rng) {
             HeadView::from_qkv(qkv, 1, t, c, hd),
             HeadView::from_qkv(qkv, 2, t, c, hd),
             None,
-            AttnDims { b, tq: t, past: 0, nh, hd },
+            AttnDims::new(b, t, 0, nh, hd).with_scale(model.config().attn_scale(l)),
         );
         if let Some(d) = drop.filter(|d| d.attn > 0.0) {
             let pd = &mut a.drop_probs[l * probs_len..(l + 1) * probs_len];
@@ -527,6 +527,7 @@ fn backward_body(model: &Gpt2, a: &mut Activations, grads: &mut [f32], mask: &Gr
             t,
             nh,
             hd,
+            model.config().attn_scale(l),
         );
         dln.fill(0.0);
         {
