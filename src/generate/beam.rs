@@ -41,8 +41,8 @@ use std::time::Instant;
 use super::sampler::{apply_repetition_penalty, ban_repeated_ngrams};
 use super::scores::{log_softmax_into, top_n_of};
 use super::{
-    check_prompts, prefill, timing, EarlyStopping, FinishReason, GenerateConfig, Generation, LogitsProcessor, Sample,
-    TokenLogprob, TopLogprob,
+    check_prompts, first_non_finite, prefill, timing, EarlyStopping, FinishReason, GenerateConfig, Generation,
+    LogitsProcessor, Sample, TokenLogprob, TopLogprob,
 };
 use crate::error::{Error, Result};
 use crate::model::Gpt2;
@@ -97,14 +97,16 @@ pub(crate) fn beam_search(
     let n = cfg.num_beams;
     let t0 = check_prompts(model, prompts, cfg, n)?;
     let vocab = model.config().vocab_size;
+    // a padded vocabulary's extra rows are never chosen (as in sampling)
+    let sample_vocab = vocab.min(tok.vocab_size());
     let mut ends: Vec<u32> = cfg.eos_token_id.into_iter().chain(cfg.stop_token_ids.iter().copied()).collect();
     ends.sort_unstable();
     ends.dedup();
     let k = (1 + ends.len()).max(2) * n;
-    if k > n * vocab {
+    if k > sample_vocab {
         return Err(Error::arg(
             "num_beams",
-            format!("{n} beams need {k} candidates but the vocabulary has {vocab} tokens"),
+            format!("{n} beams need {k} candidates from one beam but the vocabulary has {sample_vocab} tokens"),
         ));
     }
     let top_n = cfg.logprobs;
@@ -119,7 +121,7 @@ pub(crate) fn beam_search(
         })
         .collect();
     let rows = prompts.len() * n;
-    let mut lp = vec![0f32; vocab];
+    let mut lp = vec![0f32; sample_vocab];
     let mut src: Vec<usize> = (0..rows).collect();
     let mut next = vec![pad; rows];
     let mut history: Vec<u32> = Vec::with_capacity(t0 + cfg.max_new_tokens);
@@ -132,7 +134,18 @@ pub(crate) fn beam_search(
             let mut cands: Vec<Cand> = Vec::with_capacity(k * n);
             for (b, hyp) in g.running.iter().enumerate().take(if step == 0 { 1 } else { n }) {
                 let r = base + b;
-                log_softmax_into(&logits[r * vocab..(r + 1) * vocab], &mut lp);
+                let row = &logits[r * vocab..r * vocab + sample_vocab];
+                if let Some(i) = first_non_finite(row) {
+                    return Err(Error::NonFinite {
+                        step,
+                        what: format!(
+                            "logit of token {i} is {} (beam {b} of prompt {}); the model produces non-finite \
+                             values (check its weights)",
+                            row[i], g.prompt
+                        ),
+                    });
+                }
+                log_softmax_into(row, &mut lp);
                 history.clear();
                 history.extend_from_slice(prompts[g.prompt]);
                 history.extend_from_slice(&hyp.tokens);
@@ -154,7 +167,7 @@ pub(crate) fn beam_search(
                 for v in best_k(&lp, k) {
                     cands.push(Cand {
                         score: hyp.score + lp[v as usize],
-                        flat: b * vocab + v as usize,
+                        flat: b * sample_vocab + v as usize,
                         beam: b,
                         token: v,
                         logprob: TokenLogprob { id: v, logprob: lp[v as usize], top: top.clone() },

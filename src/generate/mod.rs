@@ -459,7 +459,12 @@ pub struct Hooks<'a> {
 /// [`Error::SequenceTooLong`] (prompt + `max_new_tokens` > `n_positions`, checked before any
 /// work), [`Error::TokenOutOfVocab`]; [`Error::InvalidArgument`] also when `num_samples` is so
 /// large that the KV cache would exceed the address space (a cache that fits the address space
-/// but not the machine's memory fails like any other allocation).
+/// but not the machine's memory fails like any other allocation); [`Error::NonFinite`] when a
+/// logit about to be sampled is NaN or infinite (broken weights), naming the decode step,
+/// sample and token, instead of a silent empty or cut-off text.
+///
+/// Only ids the tokenizer knows are sampled: a model whose vocabulary is padded past the
+/// tokenizer's (build-nanogpt's 50304 for GPT-2's 50257) never produces a padding id.
 pub fn generate(
     model: &Gpt2,
     tok: &Tokenizer,
@@ -658,7 +663,10 @@ fn generate_impl(
     let pad = cfg.eos_token_id.unwrap_or(0).min(vocab as u32 - 1);
     let (mut cache, mut logits) = prefill(model, prompts, t0, cfg.max_new_tokens, cfg.num_samples, pad)?;
 
-    let mut scratch = vec![0f32; vocab];
+    // Ids the tokenizer can decode: a padded vocabulary (build-nanogpt's 50304 > 50257) has
+    // rows no text belongs to, which are never sampled (the sampler sees only this prefix).
+    let sample_vocab = vocab.min(tok.vocab_size());
+    let mut scratch = vec![0f32; sample_vocab];
     let mut next = vec![pad; b];
     let mut ttft = None;
     let mut steps = 0usize;
@@ -667,7 +675,17 @@ fn generate_impl(
             if row.finished.is_some() {
                 continue;
             }
-            scratch.copy_from_slice(&logits[r * vocab..(r + 1) * vocab]);
+            scratch.copy_from_slice(&logits[r * vocab..r * vocab + sample_vocab]);
+            if let Some(i) = first_non_finite(&scratch) {
+                return Err(Error::NonFinite {
+                    step,
+                    what: format!(
+                        "logit of token {i} is {} (sample {r}, prompt {}); the model produces non-finite \
+                         values (check its weights)",
+                        scratch[i], row.prompt_index
+                    ),
+                });
+            }
             let t = {
                 let history = &row.history;
                 let mut hook = processor.as_deref_mut().map(|p| move |l: &mut [f32]| p.process(r, history, l));
@@ -759,6 +777,18 @@ pub(crate) fn timing(
     }
 }
 
+/// Index of the first NaN or infinite value. The common all-finite case is one branch-free,
+/// vectorisable pass (an OR over the exponent bits); the position is searched only on failure.
+pub(crate) fn first_non_finite(xs: &[f32]) -> Option<usize> {
+    const EXP: u32 = 0x7f80_0000;
+    let any = xs.chunks(8).fold(false, |acc, c| acc | c.iter().fold(false, |a, x| a | (x.to_bits() & EXP == EXP)));
+    if any {
+        xs.iter().position(|x| !x.is_finite())
+    } else {
+        None
+    }
+}
+
 /// The byte offset right after the first stop string that ends in the bytes added since `from`.
 fn find_stop(bytes: &[u8], from: usize, stops: &[String]) -> Option<usize> {
     stops
@@ -815,6 +845,18 @@ mod tests {
                 assert_eq!(three.samples[j * 3 + i].prompt_index, j);
             }
         }
+    }
+
+    #[test]
+    fn non_finite_values_are_found() {
+        let mut xs = vec![0.5f32; 37];
+        assert_eq!(first_non_finite(&xs), None);
+        for (i, v) in [(0, f32::NAN), (17, f32::INFINITY), (36, f32::NEG_INFINITY)] {
+            xs[i] = v;
+            assert_eq!(first_non_finite(&xs), Some(i));
+            xs[i] = f32::MAX;
+        }
+        assert_eq!(first_non_finite(&[]), None);
     }
 
     #[test]
