@@ -153,7 +153,7 @@ impl GenerationConfig {
         }
         match self.do_sample {
             Some(false) => {
-                let keep = cfg.sampling.clone();
+                let keep = cfg.sampling;
                 cfg.sampling = SamplingParams {
                     repetition_penalty: keep.repetition_penalty,
                     no_repeat_ngram_size: keep.no_repeat_ngram_size,
