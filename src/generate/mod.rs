@@ -244,66 +244,114 @@ impl GenerateConfig {
     }
 
     /// Sets `sampling.top_k`.
+    ///
+    /// ```
+    /// let c = gpt2::generate::GenerateConfig::sampling(1.0).top_k(10);
+    /// assert_eq!(c.sampling.top_k, Some(10));
+    /// ```
     pub fn top_k(mut self, k: usize) -> Self {
         self.sampling = self.sampling.top_k(k);
         self
     }
 
     /// Sets `sampling.top_p`.
+    ///
+    /// ```
+    /// let c = gpt2::generate::GenerateConfig::sampling(1.0).top_p(0.9);
+    /// assert_eq!((c.sampling.top_k, c.sampling.top_p), (None, Some(0.9)));
+    /// ```
     pub fn top_p(mut self, p: f32) -> Self {
         self.sampling = self.sampling.top_p(p);
         self
     }
 
     /// Sets `sampling.min_p`.
+    ///
+    /// ```
+    /// let c = gpt2::generate::GenerateConfig::sampling(1.0).min_p(0.05);
+    /// assert_eq!(c.sampling.min_p, Some(0.05));
+    /// ```
     pub fn min_p(mut self, p: f32) -> Self {
         self.sampling = self.sampling.min_p(p);
         self
     }
 
     /// Sets [`max_new_tokens`](Self::max_new_tokens).
+    ///
+    /// ```
+    /// assert_eq!(gpt2::generate::GenerateConfig::greedy().max_new_tokens(7).max_new_tokens, 7);
+    /// ```
     pub fn max_new_tokens(mut self, n: usize) -> Self {
         self.max_new_tokens = n;
         self
     }
 
     /// Sets [`seed`](Self::seed).
+    ///
+    /// ```
+    /// assert_eq!(gpt2::generate::GenerateConfig::sampling(1.0).seed(5).seed, 5);
+    /// ```
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
     }
 
     /// Sets [`num_samples`](Self::num_samples).
+    ///
+    /// ```
+    /// assert_eq!(gpt2::generate::GenerateConfig::beam(4).num_samples(2).num_samples, 2);
+    /// ```
     pub fn num_samples(mut self, n: usize) -> Self {
         self.num_samples = n;
         self
     }
 
     /// Sets [`num_beams`](Self::num_beams).
+    ///
+    /// ```
+    /// assert_eq!(gpt2::generate::GenerateConfig::greedy().num_beams(3).num_beams, 3);
+    /// ```
     pub fn num_beams(mut self, n: usize) -> Self {
         self.num_beams = n;
         self
     }
 
     /// Sets [`length_penalty`](Self::length_penalty).
+    ///
+    /// ```
+    /// assert_eq!(gpt2::generate::GenerateConfig::beam(2).length_penalty(0.6).length_penalty, 0.6);
+    /// ```
     pub fn length_penalty(mut self, p: f32) -> Self {
         self.length_penalty = p;
         self
     }
 
     /// Sets [`early_stopping`](Self::early_stopping).
+    ///
+    /// ```
+    /// use gpt2::generate::{EarlyStopping, GenerateConfig};
+    /// assert_eq!(GenerateConfig::beam(2).early_stopping(true).early_stopping, EarlyStopping::WhenFull);
+    /// ```
     pub fn early_stopping(mut self, e: impl Into<EarlyStopping>) -> Self {
         self.early_stopping = e.into();
         self
     }
 
     /// Turns on per-token log-probabilities with `top_n` alternatives each.
+    ///
+    /// ```
+    /// assert_eq!(gpt2::generate::GenerateConfig::greedy().logprobs(5).logprobs, Some(5));
+    /// ```
     pub fn logprobs(mut self, top_n: usize) -> Self {
         self.logprobs = Some(top_n);
         self
     }
 
     /// Sets [`eos_token_id`](Self::eos_token_id).
+    ///
+    /// ```
+    /// assert_eq!(gpt2::generate::GenerateConfig::greedy().eos_token_id(None).eos_token_id, None);
+    /// ```
     pub fn eos_token_id(mut self, eos: Option<u32>) -> Self {
         self.eos_token_id = eos;
         self
@@ -386,6 +434,16 @@ pub struct Sample {
 impl Sample {
     /// Sum, mean and perplexity of the token log-probabilities (`None` without logprobs or
     /// without tokens).
+    ///
+    /// ```
+    /// use gpt2::generate::{generate, GenerateConfig};
+    /// use gpt2::{Config, Gpt2, Tokenizer};
+    /// let tok = Tokenizer::gpt2().unwrap();
+    /// let model = Gpt2::new_random(Config::new(2, 2, 16, 64, tok.vocab_size()), 0).unwrap();
+    /// let out = generate(&model, &tok, &tok.encode("Hi"), &GenerateConfig::greedy().max_new_tokens(4).logprobs(0), None).unwrap();
+    /// let s = out.samples[0].logprob_summary().unwrap();
+    /// assert!(s.tokens <= 4 && s.perplexity >= 1.0);
+    /// ```
     pub fn logprob_summary(&self) -> Option<SequenceLogprob> {
         SequenceLogprob::of(self.logprobs.as_ref()?.iter().map(|t| t.logprob))
     }
@@ -423,7 +481,15 @@ pub struct Generation {
 /// Streaming callback: `(sample index, newly completed text)`.
 pub type OnText<'a> = &'a mut dyn FnMut(usize, &str);
 
-/// One generated token, as the token stream delivers it.
+/// One generated token, as the token stream delivers it (see [`generate_with`] for a full run).
+///
+/// ```
+/// use gpt2::generate::TokenEvent;
+/// let mut text = String::new();
+/// let mut on_token = |e: &TokenEvent| text.push_str(e.text);
+/// on_token(&TokenEvent { sample: 0, id: 15496, text: "Hello", logprob: Some(-1.5) });
+/// assert_eq!(text, "Hello");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TokenEvent<'a> {
     /// Sample index (as in [`Generation::samples`]).
@@ -442,6 +508,13 @@ pub struct TokenEvent<'a> {
 pub type OnToken<'a> = &'a mut dyn FnMut(&TokenEvent<'_>);
 
 /// Optional user code run during [`generate_with`].
+///
+/// ```
+/// use gpt2::generate::{BanTokens, Hooks};
+/// let mut ban = BanTokens(vec![50256]);
+/// let hooks = Hooks { processor: Some(&mut ban), ..Default::default() };
+/// assert!(hooks.on_token.is_none());
+/// ```
 #[derive(Default)]
 pub struct Hooks<'a> {
     /// Called for every generated token, in order (not with beam search, whose hypotheses are

@@ -16,6 +16,13 @@
 use serde::{Deserialize, Serialize};
 
 /// One alternative token and its log-probability.
+///
+/// ```
+/// use gpt2::generate::TokenLogprob;
+/// let best = TokenLogprob::from_logits(&[0.0, 0.0], 0, 1).top[0];
+/// assert_eq!(best.id, 0);
+/// assert!((best.logprob - 0.5f32.ln()).abs() < 1e-6);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TopLogprob {
     /// Token id.
