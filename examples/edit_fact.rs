@@ -43,7 +43,7 @@ struct Args {
     /// Tensor-name template; every tensor whose name contains it (per layer) is edited.
     #[arg(long, default_value = "h.{}.mlp.c_proj")]
     module: String,
-    /// ε of the box constraint around the original weights; 0 or less disables it.
+    /// ε of the box constraint around the original weights (0 disables it).
     #[arg(long, default_value_t = 1e-2)]
     norm_constraint: f32,
     /// Adam learning rate.
@@ -102,7 +102,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         module_template: args.module.clone(),
         lr: args.lr,
         steps: args.steps,
-        norm_constraint: (args.norm_constraint > 0.0).then_some(args.norm_constraint),
+        // exactly 0 means "off"; NaN or a negative ε is the library's error, not "off"
+        norm_constraint: (args.norm_constraint != 0.0).then_some(args.norm_constraint),
         objective,
         ..EditConfig::default()
     };

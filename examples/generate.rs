@@ -98,10 +98,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(k) = args.top_k {
         s.top_k = (k > 0).then_some(k);
     }
+    // exactly 1 / 0 mean "off"; anything else (1.5, NaN, −3) goes to the library's validation
+    // and is an error, never silently "off"
     if let Some(p) = args.top_p {
-        s.top_p = (p < 1.0).then_some(p);
+        s.top_p = (p != 1.0).then_some(p);
     }
-    s.min_p = (args.min_p > 0.0).then_some(args.min_p);
+    s.min_p = (args.min_p != 0.0).then_some(args.min_p);
     s.repetition_penalty = args.repetition_penalty;
     s.no_repeat_ngram_size = args.no_repeat_ngram;
     if args.greedy {

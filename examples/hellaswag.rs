@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use gpt2::eval::hellaswag::ReadOptions;
+use gpt2::eval::hellaswag::{partition_renderable, ReadOptions};
 use gpt2::eval::{read_hellaswag, Evaluator, HellaSwagStyle};
 use gpt2::{Gpt2, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -39,7 +39,8 @@ struct Args {
     /// Rows (endings) per forward pass.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    /// Skip malformed lines (counted) instead of stopping at the first.
+    /// Skip malformed lines and examples the model cannot score (longer than its context),
+    /// counted and listed with their line numbers, instead of stopping at the first.
     #[arg(long)]
     skip_malformed: bool,
     /// Print JSON (with per-example predictions).
@@ -55,7 +56,16 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .file
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/data/hellaswag_mini.jsonl"));
-    let data = read_hellaswag(&file, ReadOptions { skip_malformed: args.skip_malformed, limit: args.limit })?;
+    let mut data = read_hellaswag(&file, ReadOptions { skip_malformed: args.skip_malformed, limit: args.limit })?;
+    if args.skip_malformed {
+        // examples that parse but cannot be scored by this model (longer than its context, an
+        // ending empty after preprocessing) are skipped too, with their line numbers
+        let examples = std::mem::take(&mut data.examples);
+        let (kept, skipped) = partition_renderable(examples, &tok, args.style, model.config().n_positions);
+        data.examples = kept;
+        data.skipped.extend(skipped);
+        data.skipped.sort_by_key(|s| s.line);
+    }
     if data.examples.is_empty() && !data.skipped.is_empty() {
         let first = &data.skipped[0];
         return Err(format!(

@@ -147,12 +147,14 @@ pub enum Error {
         reason: String,
     },
 
-    /// Training produced a non-finite loss or gradient.
-    #[error("non-finite value during training at step {step}: {what}")]
+    /// A computation produced a non-finite value: a loss or gradient in training, the logits
+    /// scored by evaluation or sampled by generation (e.g. NaN weights).
+    #[error("non-finite value at step {step}: {what}")]
     NonFinite {
-        /// Optimizer step.
+        /// Optimizer step (training), decode step (generation; 0 = the prefill's logits), or 0
+        /// (evaluation).
         step: usize,
-        /// Which quantity.
+        /// Which quantity, and where (sequence, position, token).
         what: String,
     },
 
