@@ -28,6 +28,7 @@ mod fsutil;
 pub mod generate;
 pub mod inspect;
 pub mod kernels;
+pub mod mem;
 pub mod model;
 pub mod rng;
 pub mod tokenizer;
