@@ -22,10 +22,9 @@ use serde_json::json;
 
 /// Score HellaSwag (official JSONL format) with a GPT-2 model.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about = "Score HellaSwag (official JSONL format) with a GPT-2 model.")]
 struct Args {
-    /// Model directory or .safetensors file [default: the bundled model, else fixtures/models/tiny-bpe].
-    #[arg(long)]
+    #[arg(long, help = common::MODEL_HELP)]
     model: Option<PathBuf>,
     /// HellaSwag JSONL file [default: fixtures/data/hellaswag_mini.jsonl].
     #[arg(long)]
@@ -50,7 +49,7 @@ struct Args {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let path = args.model.clone().unwrap_or_else(common::default_model);
+    let path = common::model_path(args.model.as_deref())?;
     let model = Gpt2::load(&path).map_err(|e| format!("cannot load the model at {}: {e}", path.display()))?;
     let tok = Tokenizer::gpt2()?;
     let file = args

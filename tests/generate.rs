@@ -47,7 +47,7 @@ fn greedy_tokens_equal_transformers_alone_and_left_padded() {
 
 #[test]
 fn cached_decoding_equals_the_full_forward_at_every_position() {
-    for path in [fixture("models/tiny-bpe"), gpt2::model::io::bundled_model_dir()] {
+    for path in [fixture("models/tiny-bpe"), fixture("model")] {
         let model = Gpt2::load(&path).unwrap();
         let tok = Tokenizer::gpt2().unwrap();
         let seq = tok.encode("ROMEO: But soft, what light through yonder window breaks? It is the east.");
@@ -68,7 +68,7 @@ fn cached_decoding_equals_the_full_forward_at_every_position() {
 }
 
 fn bundled() -> (Gpt2, Tokenizer) {
-    (Gpt2::load(gpt2::model::io::bundled_model_dir()).unwrap(), Tokenizer::gpt2().unwrap())
+    (Gpt2::load(fixture("model")).unwrap(), Tokenizer::gpt2().unwrap())
 }
 
 #[test]
