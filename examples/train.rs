@@ -254,7 +254,9 @@ fn trainer_config(args: &Args) -> TrainerConfig {
 }
 
 fn run(args: &Args) -> gpt2::Result<()> {
-    let mut history: Vec<StepStats> = Vec::with_capacity(args.steps);
+    // fail before any work, not after the last step, when the results cannot be written
+    gpt2::train::ensure_writable_dir(&args.out)?;
+    let mut history: Vec<StepStats> = Vec::with_capacity(args.steps.min(1 << 16)); // --steps may be absurd
     let mut val_hist: Vec<(usize, f32)> = Vec::new();
     let (mut trainer, geo, origin, data_state) = match &args.resume {
         Some(dir) => {
