@@ -136,6 +136,11 @@ pub enum Error {
         what: String,
     },
 
+    /// The ranks of a data-parallel group disagree (parameters, settings, step counts), or a
+    /// collective operation failed.
+    #[error("data-parallel group: {0}")]
+    Collective(String),
+
     /// The requested compute device is unavailable.
     #[error("device error: {0}")]
     Device(String),

@@ -91,6 +91,11 @@ fn sibling(dir: &Path, tag: &str) -> Result<PathBuf> {
 impl Trainer {
     /// Saves a checkpoint of the model, optimizer and step into `dir` (replacing an existing
     /// checkpoint there), with the position of `data` and a caller-defined `extra` value.
+    ///
+    /// In a data-parallel group this is collective: every rank calls it, the parameters are
+    /// checked to be identical on every rank ([`Trainer::check_replicas`]), ZeRO-1 moments are
+    /// gathered, and rank 0 alone writes (the other ranks return `Ok` without touching `dir`).
+    /// The files are the same as one process's, so any number of ranks can resume from them.
     pub fn save_checkpoint(
         &self,
         dir: impl AsRef<Path>,
@@ -98,6 +103,11 @@ impl Trainer {
         extra: serde_json::Value,
     ) -> Result<()> {
         let dir = dir.as_ref();
+        self.check_replicas()?;
+        let (m, v) = self.full_moments()?;
+        if self.collective().rank() != 0 {
+            return Ok(());
+        }
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
@@ -105,7 +115,7 @@ impl Trainer {
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let result = (|| -> Result<()> {
             self.model().save_with_dtype(&tmp, SaveDtype::F32)?;
-            let (m, v) = self.optimizer().moments();
+            let (m, v) = (&m[..], &v[..]);
             let mut meta = BTreeMap::new();
             meta.insert("format".to_string(), CHECKPOINT_FORMAT.to_string());
             let shape = [m.len()];
