@@ -159,8 +159,11 @@ fn main() {
     };
     if let Err(e) = run(&args, &comm) {
         eprintln!("error ({}): {e}", comm.describe());
-        // The other ranks may be waiting in a collective: end them all (MPI_Abort).
-        comm.abort(1);
+        if comm.size() > 1 {
+            // The other ranks may be waiting in a collective: end them all (MPI_Abort).
+            comm.abort(1);
+        }
+        std::process::exit(1);
     }
 }
 
@@ -393,7 +396,11 @@ fn run(args: &Args, comm: &Arc<dyn Collective>) -> gpt2::Result<()> {
         let batches = args.eval_batches.min(v.batches_per_epoch()).max(1);
         let loss = trainer.eval_loss(v, batches)?; // split across ranks, reduced exactly
         if args.json && lead {
-            println!("{}", json!({"event": "val", "step": step, "val_loss": loss}));
+            println!(
+                "{}",
+                json!({"event": "val", "step": step, "val_loss": loss,
+                                   "val_perplexity": gpt2::eval::perplexity_from_loss(loss as f64)})
+            );
         }
         Ok(Some(loss))
     };

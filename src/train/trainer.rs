@@ -2,6 +2,7 @@
 //! accumulation, clipping, schedule, AdamW) and returns its [`StepStats`]; printing, plotting
 //! and checkpoint cadence are the caller's.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
@@ -102,6 +103,9 @@ pub struct DataParallel {
     /// divided by the number of ranks. Both give the same updates.
     pub zero: u8,
 }
+
+/// AdamW first and second moments in checkpoint order ([`Trainer::full_moments`]).
+pub type Moments<'a> = (Cow<'a, [f32]>, Cow<'a, [f32]>);
 
 /// ZeRO-1 bookkeeping: this rank's parameter block and the communication buffers.
 #[derive(Debug)]
@@ -308,8 +312,7 @@ impl Trainer {
 
     /// The AdamW moments in checkpoint order (trainable tensors, layout order), gathered from
     /// every rank under ZeRO-1 (collective then; a borrow otherwise).
-    pub fn full_moments(&self) -> Result<(std::borrow::Cow<'_, [f32]>, std::borrow::Cow<'_, [f32]>)> {
-        use std::borrow::Cow;
+    pub fn full_moments(&self) -> Result<Moments<'_>> {
         let Some(z) = self.zero.as_ref() else {
             let (m, v) = self.opt.moments();
             return Ok((Cow::Borrowed(m), Cow::Borrowed(v)));
