@@ -165,6 +165,11 @@ fn two_ranks_equal_one_process_with_double_accumulation_and_zero1_equals_plain()
         &train,
         &train_args(&data, &root.join("zero"), &[&steps[..], &["--grad-accum", "1", "--zero", "1"]].concat()),
     ));
+    let overlap = json_lines(&run_ok(
+        2,
+        &train,
+        &train_args(&data, &root.join("overlap"), &[&steps[..], &["--grad-accum", "1", "--overlap"]].concat()),
+    ));
     // rank 0 alone prints: one start line, 12 steps
     assert_eq!(events(&two, "start").len(), 1);
     assert_eq!(events(&two, "start")[0]["ranks"], 2);
@@ -184,8 +189,30 @@ fn two_ranks_equal_one_process_with_double_accumulation_and_zero1_equals_plain()
     assert!(d <= TOL, "final weights np 2 vs one process: max |Δ| = {d}");
     let d = max_weight_diff(&root.join("two"), &root.join("zero"));
     assert!(d <= TOL, "final weights ZeRO-1 vs plain: max |Δ| = {d}");
+    assert_same_curve("overlapped vs plain all-reduce", &two, &overlap);
+    let d = max_weight_diff(&root.join("two"), &root.join("overlap"));
+    assert!(d <= TOL, "final weights overlapped vs plain all-reduce: max |Δ| = {d}");
+    assert!(events(&overlap, "step").iter().all(|s| s["comm_exposed_ms"].as_f64().unwrap() > 0.0));
     // only rank 0 wrote outputs (one losses.json, no stray files from rank 1)
     assert!(root.join("two/losses.json").is_file());
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
+fn overlapped_all_reduce_with_accumulation_equals_plain() {
+    // rank r's micro-batches 0 and 1 are global micro-batches r and 2 + r; the overlapped path
+    // adds the last one's buckets to the first's as backward finishes them
+    let train = example("train");
+    let data = corpus_shards("accum");
+    let root = data.parent().unwrap().to_path_buf();
+    let a = ["--steps", "5", "--grad-accum", "2"];
+    let plain = json_lines(&run_ok(2, &train, &train_args(&data, &root.join("plain"), &a)));
+    let over =
+        json_lines(&run_ok(2, &train, &train_args(&data, &root.join("over"), &[&a[..], &["--overlap"]].concat())));
+    assert_eq!(events(&plain, "step").len(), 5);
+    assert_same_curve("overlap with accumulation", &plain, &over);
+    let d = max_weight_diff(&root.join("plain"), &root.join("over"));
+    assert!(d <= TOL, "final weights: max |Δ| = {d}");
     let _ = std::fs::remove_dir_all(root);
 }
 

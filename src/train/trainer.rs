@@ -10,7 +10,9 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
-use super::backprop::{forward_backward_with, forward_loss, Activations, BackwardOptions};
+use super::backprop::{
+    forward_backward_hooked, forward_backward_with, forward_loss, Activations, BackwardOptions, GradReady,
+};
 use super::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig};
 use super::schedule::LrSchedule;
 use super::select::{GradMask, ParamSelection};
@@ -91,6 +93,10 @@ pub struct StepStats {
     /// parameter all-gather, statistics); 0 for a single process.
     #[serde(default)]
     pub comm_ms: f64,
+    /// The part of `comm_ms` the step waited for (equal to it unless the all-reduce overlaps
+    /// the backward pass, [`DataParallel::overlap`]).
+    #[serde(default)]
+    pub comm_exposed_ms: f64,
 }
 
 /// How a [`Trainer`] works with the other ranks of its [`Collective`] (see
@@ -102,6 +108,11 @@ pub struct DataParallel {
     /// its block of the parameters, all-gather the parameters), so optimizer memory per rank is
     /// divided by the number of ranks. Both give the same updates.
     pub zero: u8,
+    /// All-reduce the gradient in buckets (≥ 25 MB, last layers first, as PyTorch DDP) on a
+    /// communication thread while the backward pass of the last micro-batch goes on; the sums
+    /// are the same as without overlap. Applies to ZeRO stage 0 with every tensor trainable
+    /// (otherwise the gradient is reduced after the backward pass).
+    pub overlap: bool,
 }
 
 /// AdamW first and second moments in checkpoint order ([`Trainer::full_moments`]).
@@ -158,6 +169,8 @@ pub struct Trainer {
     zero: Option<ZeroShard>,
     /// Gradient of the current micro-batch when accumulating (allocated on first use).
     accum: Vec<f32>,
+    /// Buckets of the overlapped all-reduce (allocated on first use; swapped with `grads`).
+    stage: Vec<f32>,
 }
 
 /// `u32` targets → `i32`, [`IGNORE_TARGET`] → −1.
@@ -208,6 +221,7 @@ impl Trainer {
             dp: DataParallel::default(),
             zero: None,
             accum: Vec::new(),
+            stage: Vec::new(),
         })
     }
 
@@ -231,7 +245,7 @@ impl Trainer {
     /// use gpt2::{Config, Gpt2, SingleProcess};
     /// let model = Gpt2::new_random(Config::nano(8, 5), 0).unwrap();
     /// let t = Trainer::new(model, TrainerConfig::default()).unwrap();
-    /// let t = t.distributed(Arc::new(SingleProcess), DataParallel { zero: 1 }).unwrap();
+    /// let t = t.distributed(Arc::new(SingleProcess), DataParallel { zero: 1, overlap: false }).unwrap();
     /// assert_eq!(t.collective().size(), 1);
     /// ```
     pub fn distributed(mut self, comm: Arc<dyn Collective>, dp: DataParallel) -> Result<Self> {
@@ -427,6 +441,8 @@ impl Trainer {
         let mut loss_sum = 0f64;
         let mut tokens = 0;
         let step_rng = Rng::new(self.cfg.seed).fork(self.step as u64);
+        let overlap = self.dp.overlap && n > 1 && self.zero.is_none() && self.mask.is_all();
+        let (mut comm_secs, mut exposed_secs) = (0.0, 0.0);
         for (i, (x, y)) in micro.iter().enumerate() {
             let opts = BackwardOptions {
                 loss_scale: 1.0 / (k * n) as f32,
@@ -437,7 +453,24 @@ impl Trainer {
             // Each micro-batch's gradient is computed into a zeroed buffer and then added, so
             // the sum has the same rounding whether the micro-batches ran here or on other ranks
             // (an N-rank run equals one process with N× accumulation, bit for bit at N = 2).
-            let l = if i == 0 {
+            let l = if overlap && i + 1 == k {
+                // the last micro-batch: all-reduce each bucket as soon as backward finishes it
+                self.stage.resize(self.grads.len(), 0.0);
+                let (grads, prior) = if i == 0 {
+                    (&mut self.grads[..], None)
+                } else {
+                    self.accum.resize(self.grads.len(), 0.0);
+                    self.accum.fill(0.0);
+                    (&mut self.accum[..], Some(&self.grads[..]))
+                };
+                let (model, acts, stage) = (&self.model, &mut self.acts, &mut self.stage[..]);
+                let run = |ready: GradReady<'_>| forward_backward_hooked(model, acts, grads, *x, *y, &opts, ready);
+                let (l, busy, exposed) = overlapped_all_reduce(self.comm.as_ref(), stage, prior, run)?;
+                std::mem::swap(&mut self.grads, &mut self.stage);
+                comm_secs += busy;
+                exposed_secs += exposed;
+                l
+            } else if i == 0 {
                 forward_backward_with(&self.model, &mut self.acts, &mut self.grads, *x, *y, &opts)?
             } else {
                 self.accum.resize(self.grads.len(), 0.0);
@@ -451,7 +484,6 @@ impl Trainer {
             loss_sum += l as f64;
             tokens += x.len();
         }
-        let mut comm_secs = 0.0;
         let (loss, norm) = if n == 1 {
             let norm = match self.cfg.grad_clip {
                 Some(c) => clip_grad_norm(&mut self.grads, &ranges, c),
@@ -469,8 +501,19 @@ impl Trainer {
                 )));
             }
             tokens = totals[1] as usize;
-            let norm = self.reduce_gradients(&ranges)?;
-            comm_secs += t0.elapsed().as_secs_f64();
+            let norm = if overlap {
+                let secs = t0.elapsed().as_secs_f64();
+                (comm_secs, exposed_secs) = (comm_secs + secs, exposed_secs + secs);
+                match self.cfg.grad_clip {
+                    Some(c) => clip_grad_norm(&mut self.grads, &ranges, c),
+                    None => grad_norm(&self.grads, &ranges),
+                }
+            } else {
+                let norm = self.reduce_gradients(&ranges)?;
+                let secs = t0.elapsed().as_secs_f64();
+                (comm_secs, exposed_secs) = (comm_secs + secs, exposed_secs + secs);
+                norm
+            };
             ((totals[0] / (k * n) as f64) as f32, norm)
         };
         let lr = self.cfg.schedule.lr(self.step);
@@ -500,7 +543,8 @@ impl Trainer {
                 self.comm.all_gather_f32(&z.narrow, &mut z.wide)?;
                 let p = params.len();
                 params.copy_from_slice(&z.wide[..p]);
-                comm_secs += t0.elapsed().as_secs_f64();
+                let secs = t0.elapsed().as_secs_f64();
+                (comm_secs, exposed_secs) = (comm_secs + secs, exposed_secs + secs);
             }
         }
         let secs = start.elapsed().as_secs_f64();
@@ -514,6 +558,7 @@ impl Trainer {
             tokens_per_sec: tokens as f64 / secs.max(1e-12),
             skipped,
             comm_ms: comm_secs * 1e3,
+            comm_exposed_ms: exposed_secs * 1e3,
         };
         self.step += 1;
         Ok(stats)
@@ -696,4 +741,71 @@ fn add_into(acc: &mut [f32], x: &[f32], ranges: &[Range<usize>]) {
             a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
         });
     }
+}
+
+/// Bucket size of the overlapped all-reduce (PyTorch DDP's default `bucket_cap_mb = 25`).
+const BUCKET_BYTES: usize = 25 << 20;
+
+/// Runs `backward` (which reports finished gradient ranges from the top of the layout down)
+/// while a communication thread all-reduces them in buckets of at least [`BUCKET_BYTES`].
+/// The reduced gradient ends up in `stage` (resized to the gradient length); with `prior`, each
+/// range is `prior + the reported gradient` (gradient accumulation). Returns the loss, the
+/// seconds spent in all-reduce calls and the seconds the caller waited after the backward pass.
+fn overlapped_all_reduce(
+    comm: &dyn Collective,
+    stage: &mut [f32],
+    prior: Option<&[f32]>,
+    backward: impl FnOnce(GradReady<'_>) -> Result<f32>,
+) -> Result<(f32, f64, f64)> {
+    std::thread::scope(|sc| {
+        let (tx, rx) = std::sync::mpsc::channel::<&mut [f32]>();
+        let worker = sc.spawn(move || -> Result<f64> {
+            let mut busy = 0.0;
+            for bucket in rx {
+                let t0 = Instant::now();
+                comm.all_reduce_sum_f32(bucket)?;
+                busy += t0.elapsed().as_secs_f64();
+            }
+            Ok(busy)
+        });
+        let mut rest: &mut [f32] = stage;
+        let mut low = rest.len(); // the pending bucket is [low, rest.len())
+        let mut failed = None;
+        let loss = {
+            let mut ready = |r: Range<usize>, g: &[f32]| {
+                if r.end != low || failed.is_some() {
+                    failed = Some(format!("backward reported {r:?}, expected a range ending at {low}"));
+                    return;
+                }
+                let dst = &mut rest[r.clone()];
+                dst.copy_from_slice(g);
+                if let Some(p) = prior {
+                    dst.iter_mut().zip(&p[r.clone()]).for_each(|(d, p)| *d += p);
+                }
+                low = r.start;
+                if (rest.len() - low) * 4 >= BUCKET_BYTES {
+                    let (lo, hi) = std::mem::take(&mut rest).split_at_mut(low);
+                    rest = lo;
+                    let _ = tx.send(hi);
+                }
+            };
+            backward(&mut ready)
+        };
+        if low < rest.len() {
+            let (_, hi) = std::mem::take(&mut rest).split_at_mut(low);
+            let _ = tx.send(hi);
+        }
+        drop(tx);
+        let t0 = Instant::now();
+        let busy = worker.join().map_err(|_| Error::Collective("the communication thread panicked".into()))??;
+        let exposed = t0.elapsed().as_secs_f64();
+        let loss = loss?;
+        if let Some(why) = failed {
+            return Err(Error::Collective(format!("overlapped all-reduce: {why}")));
+        }
+        if low != 0 {
+            return Err(Error::Collective(format!("overlapped all-reduce: gradient below {low} never reported")));
+        }
+        Ok((loss, busy, exposed))
+    })
 }
