@@ -308,7 +308,8 @@ fn run(args: &Args, comm: &Arc<dyn Collective>) -> gpt2::Result<()> {
             (Trainer::new(model, trainer_config(args))?, geo, origin, None)
         }
     };
-    let mut trainer = trainer.distributed(comm.clone(), DataParallel { zero: args.zero, overlap: args.overlap })?;
+    let mut trainer = trainer
+        .distributed(comm.clone(), DataParallel { zero: args.zero, overlap: args.overlap, ..Default::default() })?;
     let cfg = trainer.model().config().clone();
     if geo.seq_len > cfg.n_positions {
         return Err(Error::SequenceTooLong { len: geo.seq_len, n_positions: cfg.n_positions });

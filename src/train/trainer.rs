@@ -108,11 +108,13 @@ pub struct DataParallel {
     /// its block of the parameters, all-gather the parameters), so optimizer memory per rank is
     /// divided by the number of ranks. Both give the same updates.
     pub zero: u8,
-    /// All-reduce the gradient in buckets (≥ 25 MB, last layers first, as PyTorch DDP) on a
+    /// All-reduce the gradient in buckets (≥ [`bucket_bytes`](Self::bucket_bytes), last layers first, as PyTorch DDP) on a
     /// communication thread while the backward pass of the last micro-batch goes on; the sums
     /// are the same as without overlap. Applies to ZeRO stage 0 with every tensor trainable
     /// (otherwise the gradient is reduced after the backward pass).
     pub overlap: bool,
+    /// Bucket size of the overlapped all-reduce in bytes (0: 25 MB).
+    pub bucket_bytes: usize,
 }
 
 /// AdamW first and second moments in checkpoint order ([`Trainer::full_moments`]).
@@ -245,7 +247,7 @@ impl Trainer {
     /// use gpt2::{Config, Gpt2, SingleProcess};
     /// let model = Gpt2::new_random(Config::nano(8, 5), 0).unwrap();
     /// let t = Trainer::new(model, TrainerConfig::default()).unwrap();
-    /// let t = t.distributed(Arc::new(SingleProcess), DataParallel { zero: 1, overlap: false }).unwrap();
+    /// let t = t.distributed(Arc::new(SingleProcess), DataParallel { zero: 1, ..Default::default() }).unwrap();
     /// assert_eq!(t.collective().size(), 1);
     /// ```
     pub fn distributed(mut self, comm: Arc<dyn Collective>, dp: DataParallel) -> Result<Self> {
@@ -465,7 +467,8 @@ impl Trainer {
                 };
                 let (model, acts, stage) = (&self.model, &mut self.acts, &mut self.stage[..]);
                 let run = |ready: GradReady<'_>| forward_backward_hooked(model, acts, grads, *x, *y, &opts, ready);
-                let (l, busy, exposed) = overlapped_all_reduce(self.comm.as_ref(), stage, prior, run)?;
+                let (l, busy, exposed) =
+                    overlapped_all_reduce(self.comm.as_ref(), self.dp.bucket_bytes, stage, prior, run)?;
                 std::mem::swap(&mut self.grads, &mut self.stage);
                 comm_secs += busy;
                 exposed_secs += exposed;
@@ -747,16 +750,19 @@ fn add_into(acc: &mut [f32], x: &[f32], ranges: &[Range<usize>]) {
 const BUCKET_BYTES: usize = 25 << 20;
 
 /// Runs `backward` (which reports finished gradient ranges from the top of the layout down)
-/// while a communication thread all-reduces them in buckets of at least [`BUCKET_BYTES`].
+/// while a communication thread all-reduces them in buckets of at least `bucket_bytes`
+/// ([`BUCKET_BYTES`] for 0).
 /// The reduced gradient ends up in `stage` (resized to the gradient length); with `prior`, each
 /// range is `prior + the reported gradient` (gradient accumulation). Returns the loss, the
 /// seconds spent in all-reduce calls and the seconds the caller waited after the backward pass.
 fn overlapped_all_reduce(
     comm: &dyn Collective,
+    bucket_bytes: usize,
     stage: &mut [f32],
     prior: Option<&[f32]>,
     backward: impl FnOnce(GradReady<'_>) -> Result<f32>,
 ) -> Result<(f32, f64, f64)> {
+    let bucket_bytes = if bucket_bytes == 0 { BUCKET_BYTES } else { bucket_bytes };
     std::thread::scope(|sc| {
         let (tx, rx) = std::sync::mpsc::channel::<&mut [f32]>();
         let worker = sc.spawn(move || -> Result<f64> {
@@ -783,7 +789,7 @@ fn overlapped_all_reduce(
                     dst.iter_mut().zip(&p[r.clone()]).for_each(|(d, p)| *d += p);
                 }
                 low = r.start;
-                if (rest.len() - low) * 4 >= BUCKET_BYTES {
+                if (rest.len() - low) * 4 >= bucket_bytes {
                     let (lo, hi) = std::mem::take(&mut rest).split_at_mut(low);
                     rest = lo;
                     let _ = tx.send(hi);
