@@ -5,6 +5,8 @@
 //! cargo run --release --example tokenize -- --text "Hello world" --json
 //! ```
 
+mod common;
+
 use std::io::Read;
 
 use clap::Parser;
@@ -12,7 +14,7 @@ use gpt2::Tokenizer;
 
 /// Tokenize text with the GPT-2 tokenizer (r50k_base, vocabulary built in).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about = "Tokenize text with the GPT-2 tokenizer (r50k_base, vocabulary built in).")]
 struct Args {
     /// Text to tokenize (reads standard input when neither --text nor --file is given).
     #[arg(long, conflicts_with = "file")]
@@ -28,7 +30,7 @@ struct Args {
     json: bool,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), common::MainError> {
     let args = Args::parse();
     let text = match (&args.text, &args.file) {
         (Some(t), _) => t.clone(),

@@ -37,7 +37,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
-#[command(about = "Train or fine-tune a GPT-2 model on token shards (.npy/.bin) or a text/JSONL file")]
+#[command(version, about = "Train or fine-tune a GPT-2 model on token shards (.npy/.bin) or a text/JSONL file")]
 struct Args {
     /// Training data: a directory of shards (train split; val split for --eval-every), one shard
     /// file, or a text / JSONL file (tokenized in memory).
@@ -95,9 +95,18 @@ struct Args {
     /// Step at which the cosine decay reaches --min-lr (default: --steps).
     #[arg(long)]
     decay_steps: Option<usize>,
-    /// AdamW decoupled weight decay (matrices and embeddings only).
+    /// AdamW decoupled weight decay (applied to the tensors --weight-decay-groups selects).
     #[arg(long, default_value_t = 0.1)]
     weight_decay: f64,
+    /// Which tensors decay: `nanogpt` (matrices and embeddings, nanoGPT's configure_optimizers)
+    /// or `all` (every tensor, as torch.optim.AdamW(model.parameters(), ...)).
+    #[arg(long, default_value = "nanogpt")]
+    weight_decay_groups: gpt2::train::DecayGroups,
+    /// Training dropout for embeddings, attention and residuals, replacing the model config's
+    /// (e.g. 0 to fine-tune a checkpoint whose config says 0.1 without dropout). Evaluation never
+    /// applies dropout.
+    #[arg(long)]
+    dropout: Option<f32>,
     /// AdamW β₁.
     #[arg(long, default_value_t = 0.9)]
     beta1: f64,
@@ -255,13 +264,21 @@ fn trainer_config(args: &Args) -> TrainerConfig {
         }
     };
     TrainerConfig {
-        optimizer: AdamWConfig { beta1: args.beta1, beta2: args.beta2, eps: args.eps, weight_decay: args.weight_decay },
+        optimizer: AdamWConfig {
+            beta1: args.beta1,
+            beta2: args.beta2,
+            eps: args.eps,
+            weight_decay: args.weight_decay,
+            decay_groups: args.weight_decay_groups,
+        },
         schedule,
         grad_accum: args.grad_accum,
-        grad_clip: (args.grad_clip > 0.0).then_some(args.grad_clip),
+        // exactly 0 means "off"; NaN or a negative clip is the library's error, not "off"
+        grad_clip: (args.grad_clip != 0.0).then_some(args.grad_clip),
         non_finite: if args.skip_non_finite { NonFinitePolicy::Skip } else { NonFinitePolicy::Error },
         selection: selection(args),
         seed: args.seed,
+        dropout: args.dropout,
     }
 }
 

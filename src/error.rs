@@ -26,6 +26,26 @@ pub enum Error {
     #[error("not found: {0}")]
     NotFound(PathBuf),
 
+    /// A model named by a hub id (or the default model) is neither a local path nor in the
+    /// local Hugging Face cache; `reason` says what was looked at and how to get it.
+    #[error("model `{name}` not found: {reason}")]
+    ModelNotFound {
+        /// The id or name asked for.
+        name: String,
+        /// What was tried and how to get the model.
+        reason: String,
+    },
+
+    /// A checkpoint exists but in a format this crate does not read (e.g. only a pickled
+    /// `pytorch_model.bin`); `reason` says how to convert it.
+    #[error("unsupported checkpoint {path}: {reason}")]
+    UnsupportedCheckpoint {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What it holds and how to convert it.
+        reason: String,
+    },
+
     /// A safetensors file could not be parsed (truncated, corrupt header, bad offsets).
     #[error("invalid safetensors file {path}: {reason}")]
     Safetensors {
@@ -127,12 +147,14 @@ pub enum Error {
         reason: String,
     },
 
-    /// Training produced a non-finite loss or gradient.
-    #[error("non-finite value during training at step {step}: {what}")]
+    /// A computation produced a non-finite value: a loss or gradient in training, the logits
+    /// scored by evaluation or sampled by generation (e.g. NaN weights).
+    #[error("non-finite value at step {step}: {what}")]
     NonFinite {
-        /// Optimizer step.
+        /// Optimizer step (training), decode step (generation; 0 = the prefill's logits), or 0
+        /// (evaluation).
         step: usize,
-        /// Which quantity.
+        /// Which quantity, and where (sequence, position, token).
         what: String,
     },
 

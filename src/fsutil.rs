@@ -16,8 +16,15 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
+/// Whether process `pid` is known to have exited (`/proc/{pid}` is absent while `/proc/self`
+/// exists). `false` where there is no `/proc`: then nothing is ever treated as dead.
+pub(crate) fn process_gone(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    proc.join("self").exists() && !proc.join(pid.to_string()).exists()
+}
+
 /// Splits a temporary file name `.{target}.tmp-{pid}-{n}` into `(target, pid)`.
-fn parse_temp_name(name: &str) -> Option<(&str, u32)> {
+pub(crate) fn parse_temp_name(name: &str) -> Option<(&str, u32)> {
     let rest = name.strip_prefix('.')?;
     let (target, tail) = rest.rsplit_once(".tmp-")?;
     let (pid, n) = tail.split_once('-')?;

@@ -52,7 +52,7 @@ fn tmp_dir(tag: &str) -> PathBuf {
 /// Token shards of the bundled Shakespeare validation text: shard 0 val, shards 1.. train.
 fn corpus_shards(tag: &str) -> PathBuf {
     let dir = tmp_dir(tag).join("shards");
-    let (_, val_txt) = gpt2::data::shakespeare_corpus();
+    let (_, val_txt) = gpt2::data::shakespeare_corpus().expect("the bundled corpus (a git checkout)");
     let opts = WriterOptions { shard_size: 40_000, naming: SplitNaming::FirstShardVal, ..WriterOptions::new(&dir) };
     write_shards(&[val_txt], &Tokenizer::gpt2().unwrap(), opts, &mut |_| {}).unwrap();
     dir

@@ -294,7 +294,7 @@ impl Gpt2 {
             let qkv = &ws.qkv[..n * 3 * c];
 
             let q = HeadView::from_qkv(qkv, 0, t, c, hd);
-            let dims = AttnDims { b, tq: t, past, nh, hd };
+            let dims = AttnDims::new(b, t, past, nh, hd).with_scale(cfg.attn_scale(l));
             let mut probs = if opts.attentions { Some(vec![0f32; b * nh * t * tk]) } else { None };
             let att = &mut ws.att[..n * c];
             match cache.as_deref_mut() {

@@ -51,9 +51,16 @@ pub struct TrainerConfig {
     pub non_finite: NonFinitePolicy,
     /// Which tensors are trained (the rest are frozen: no gradient, no optimizer state).
     pub selection: ParamSelection,
-    /// Seed of the dropout masks (used only when the model config has dropout): micro-batch `i`
-    /// of step `s` uses masks derived from `(seed, s, i)`, so runs and resumed runs repeat.
+    /// Seed of the dropout masks (used only when dropout is on): micro-batch `i` of step `s`
+    /// uses masks derived from `(seed, s, i)`, so runs and resumed runs repeat.
     pub seed: u64,
+    /// Training dropout probability for the embeddings, attention and residual branches,
+    /// replacing the model config's `embd_pdrop` / `attn_pdrop` / `resid_pdrop` (`None`: use
+    /// the config's; `Some(0.0)`: no dropout, e.g. nanoGPT `train.py`'s default). In `[0, 1)`.
+    /// Evaluation ([`Trainer::eval_loss`], [`Trainer::loss_on`], hooks, `Evaluator`) never
+    /// applies dropout.
+    #[serde(default)]
+    pub dropout: Option<f32>,
 }
 
 impl Default for TrainerConfig {
@@ -66,6 +73,7 @@ impl Default for TrainerConfig {
             non_finite: NonFinitePolicy::Error,
             selection: ParamSelection::all(),
             seed: 0,
+            dropout: None,
         }
     }
 }
@@ -196,7 +204,8 @@ fn to_targets(y: &Array2<u32>) -> Result<Array2<i32>> {
 
 impl Trainer {
     /// A trainer for `model`. Errors: invalid optimizer / schedule settings, `grad_accum == 0`,
-    /// a non-positive / non-finite clip, a selection that matches nothing.
+    /// a non-positive / non-finite clip, a dropout outside `[0, 1)`, a selection that matches
+    /// nothing.
     pub fn new(model: Gpt2, cfg: TrainerConfig) -> Result<Self> {
         cfg.schedule.validate()?;
         if cfg.grad_accum == 0 {
@@ -205,6 +214,11 @@ impl Trainer {
         if let Some(c) = cfg.grad_clip {
             if !(c.is_finite() && c > 0.0) {
                 return Err(Error::arg("grad_clip", format!("{c} must be finite and > 0")));
+            }
+        }
+        if let Some(p) = cfg.dropout {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::arg("dropout", format!("{p} is not in [0, 1)")));
             }
         }
         let mask = cfg.selection.resolve(model.layout())?;
@@ -451,6 +465,7 @@ impl Trainer {
                 mask: &self.mask,
                 // global micro-batch index: rank r's i-th is the (i·N + r)-th of the step
                 dropout_seed: Some(step_rng.fork((i * n + rank) as u64).next_u64()),
+                dropout: self.cfg.dropout,
             };
             // Each micro-batch's gradient is computed into a zeroed buffer and then added, so
             // the sum has the same rounding whether the micro-batches ran here or on other ranks
