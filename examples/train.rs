@@ -83,6 +83,10 @@ struct Args {
     /// first, on a communication thread; ZeRO 0 only). Same results either way.
     #[arg(long)]
     overlap: bool,
+    /// Watchdog: if no step finishes for this many seconds, print an error and end every rank
+    /// (MPI_Abort) — for a rank that hangs instead of dying (0: off).
+    #[arg(long, default_value_t = 0)]
+    step_timeout: u64,
     /// Peak learning rate.
     #[arg(long, default_value_t = 6e-4)]
     lr: f64,
@@ -412,6 +416,21 @@ fn run(args: &Args, comm: &Arc<dyn Collective>) -> gpt2::Result<()> {
     };
 
     let started = Instant::now();
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0)); // seconds since `started`
+    if args.step_timeout > 0 {
+        let (comm, progress, limit) = (comm.clone(), progress.clone(), args.step_timeout);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let idle = started.elapsed().as_secs().saturating_sub(progress.load(std::sync::atomic::Ordering::Relaxed));
+            if idle > limit {
+                eprintln!("error ({}): no step finished for {idle} s (--step-timeout {limit})", comm.describe());
+                if comm.size() > 1 {
+                    comm.abort(1);
+                }
+                std::process::exit(1);
+            }
+        });
+    }
     let eval = |trainer: &mut Trainer, step: usize, val: &mut Option<DataLoader>| -> gpt2::Result<Option<f32>> {
         let Some(v) = val.as_mut() else { return Ok(None) };
         v.reset();
@@ -428,6 +447,7 @@ fn run(args: &Args, comm: &Arc<dyn Collective>) -> gpt2::Result<()> {
     };
     for step in first_step..args.steps {
         let st = trainer.step(&mut train)?;
+        progress.store(started.elapsed().as_secs(), std::sync::atomic::Ordering::Relaxed);
         if args.json && lead {
             println!(
                 "{}",
