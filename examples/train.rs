@@ -21,7 +21,7 @@
 //! `.safetensors` file (fine-tuning). The final model is written to `--out` (`config.json` +
 //! `model.safetensors`) with `losses.json`, `loss.svg` and `loss.png`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -199,10 +199,22 @@ fn collective() -> gpt2::Result<Arc<dyn Collective>> {
 
 /// Builds or loads the model `--init` names.
 fn init_model(args: &Args) -> gpt2::Result<(Gpt2, String)> {
-    let path = Path::new(&args.init);
+    let mut path = PathBuf::from(&args.init);
+    if !path.exists() && Config::preset(&args.init).is_err() {
+        // not a path nor a preset: a hub id in the local HF cache, else say what --init accepts
+        path = gpt2::model::hub::resolve(&args.init).map_err(|e| Error::InvalidArgument {
+            name: "init",
+            reason: format!(
+                "`{}` is not an existing path (config.json, model directory or .safetensors file), a preset \
+                 (nano, gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a cached hub id: {e}",
+                args.init
+            ),
+        })?;
+    }
+    let path = path.as_path();
     let overrides = [args.n_layer, args.n_head, args.n_embd, args.n_positions];
     let is_model = path.is_file() && path.extension().is_some_and(|e| e == "safetensors")
-        || path.is_dir() && path.join("model.safetensors").exists();
+        || path.is_dir() && (path.join("model.safetensors").exists() || path.join(gpt2::model::INDEX_FILE).exists());
     if is_model {
         if overrides.iter().any(Option::is_some) {
             return Err(Error::InvalidArgument {
@@ -289,7 +301,12 @@ fn trainer_config(args: &Args) -> TrainerConfig {
 fn run(args: &Args, comm: &Arc<dyn Collective>) -> gpt2::Result<()> {
     let (rank, world) = (comm.rank(), comm.size());
     let lead = rank == 0;
-    let mut history: Vec<StepStats> = Vec::with_capacity(args.steps);
+    // fail before any work, not after the last step, when the results cannot be written
+    // (rank 0 alone writes them)
+    if lead {
+        gpt2::train::ensure_writable_dir(&args.out)?;
+    }
+    let mut history: Vec<StepStats> = Vec::with_capacity(args.steps.min(1 << 16)); // --steps may be absurd
     let mut val_hist: Vec<(usize, f32)> = Vec::new();
     let (trainer, geo, origin, data_state) = match &args.resume {
         Some(dir) => {

@@ -56,6 +56,32 @@ pub(crate) fn remove_stale_temps(dir: &Path, select: impl Fn(&str) -> bool) -> u
     removed
 }
 
+/// Creates `dir` (with its parents) and proves it writable by creating, writing, fsyncing and
+/// removing a hidden probe file in it — so a run that will write its results there fails
+/// before its first step, not after hours of work.
+///
+/// Errors: [`Error::Io`] / [`Error::NotFound`] naming the path that failed (e.g. a parent that
+/// is a file, a read-only directory).
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("gpt2-doc-writable-{}", std::process::id()));
+/// gpt2::train::ensure_writable_dir(&dir).unwrap();
+/// assert!(dir.is_dir() && std::fs::read_dir(&dir).unwrap().next().is_none());
+/// assert!(gpt2::train::ensure_writable_dir(std::path::Path::new("/dev/null/run")).is_err());
+/// std::fs::remove_dir(&dir).unwrap();
+/// ```
+pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    let r = (|| -> std::io::Result<()> {
+        let mut f = File::create(&probe)?;
+        f.write_all(b"probe")?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&probe);
+    r.map_err(|e| Error::io(&probe, e))
+}
+
 /// Writes `path` atomically: the content goes to a temporary file in the same
 /// directory, is flushed and fsynced, then renamed over `path` (and the directory
 /// fsynced). A crash leaves either the old file or the new one, never a torn one;

@@ -32,6 +32,7 @@ pub mod inspect;
 /// tests can reach them; not part of the semver-stable API.
 #[doc(hidden)]
 pub mod kernels;
+pub mod mem;
 pub mod model;
 pub mod rng;
 pub mod tokenizer;

@@ -81,6 +81,7 @@ fn variant(e: &Error) -> &'static str {
         Error::Data { .. } => "Data",
         Error::NonFinite { .. } => "NonFinite",
         Error::Device(_) => "Device",
+        Error::OutOfMemory { .. } => "OutOfMemory",
         _ => "(new variant: add it to variant())",
     }
 }
@@ -422,6 +423,11 @@ fn loader_cases() -> Vec<Case> {
 
 fn config_cases() -> Vec<Case> {
     vec![
+        case!("config", "n_positions = 2^32 - 1 (an 825 GB model)", "Gpt2::new_random", OutOfMemory where "naming the bytes" |e| matches!(e, Error::OutOfMemory { bytes, .. } if *bytes > 800_000_000_000), |_| {
+            let mut c = Config::nano(64, 50257);
+            c.n_positions = u32::MAX as usize;
+            Gpt2::new_random(c, 0).map(drop)
+        }),
         case!("config", "config.json is not JSON", "Gpt2::load", Json, |cx| {
             let d = cx.ckpt("cfg-notjson", &tiny_st());
             std::fs::write(d.join("config.json"), "{ not json").unwrap();
@@ -802,6 +808,16 @@ fn inspect_cases() -> Vec<Case> {
         case!("inspect", "heatmap too large to render", "inspect::heatmap_png", InvalidArgument, |_| {
             inspect::heatmap_png(Array2::<f32>::zeros((2, 2)).view(), 1 << 30).map(drop)
         }),
+        case!("inspect", "heatmap cell of usize::MAX pixels", "inspect::heatmap_png", InvalidArgument, |_| {
+            inspect::heatmap_png(Array2::<f32>::zeros((2, 2)).view(), usize::MAX).map(drop)
+        }),
+        case!(
+            "inspect",
+            "heatmap whose side overflows usize",
+            "inspect::render::heatmap_pixels",
+            InvalidArgument,
+            |_| { inspect::render::heatmap_pixels(Array2::<f32>::zeros((3, 1)).view(), usize::MAX / 2).map(drop) }
+        ),
         case!("inspect", "attention view head out of range", "AttentionView::map", InvalidArgument, |cx| {
             let v = AttentionView::from_text(&cx.tiny_bpe(), tokenizer(), "Hello world")?;
             v.map(0, 99).map(drop)

@@ -351,7 +351,7 @@ pub fn render(
 /// use gpt2::eval::hellaswag::{partition_renderable, HellaSwagExample, HellaSwagStyle};
 /// let tok = gpt2::Tokenizer::gpt2().unwrap();
 /// let ex = |ctx: &str, line| HellaSwagExample {
-///     activity_label: "A".into(), ctx_a: ctx.into(), ctx_b: String::new(), ctx: ctx.into(),
+///     activity_label: Some("A".into()), ctx_a: Some(ctx.into()), ctx_b: Some(String::new()), ctx: ctx.into(),
 ///     endings: vec!["a".into(), "b".into(), "c".into(), "d".into()], label: 0, line,
 /// };
 /// let long = "word ".repeat(40);

@@ -7,6 +7,14 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 
 /// How the next token is chosen.
+///
+/// ```
+/// use gpt2::generate::SamplingParams;
+/// let nucleus = SamplingParams { temperature: 0.7, top_k: None, top_p: Some(0.9), ..Default::default() };
+/// assert!(nucleus.validate().is_ok() && !nucleus.is_greedy());
+/// assert!(SamplingParams::greedy().is_greedy());
+/// assert!(SamplingParams { top_p: Some(1.5), ..Default::default() }.validate().is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingParams {
     /// Softmax temperature; `0` means greedy decoding (argmax, first index on ties). Any

@@ -136,10 +136,10 @@ impl GenerationConfig {
         }
         match self.do_sample {
             Some(false) => {
-                let keep = cfg.sampling.clone();
+                let (penalty, ngram) = (cfg.sampling.repetition_penalty, cfg.sampling.no_repeat_ngram_size);
                 cfg.sampling = SamplingParams {
-                    repetition_penalty: keep.repetition_penalty,
-                    no_repeat_ngram_size: keep.no_repeat_ngram_size,
+                    repetition_penalty: penalty,
+                    no_repeat_ngram_size: ngram,
                     ..SamplingParams::greedy()
                 };
             }

@@ -27,6 +27,7 @@ pub mod select;
 pub mod trainer;
 pub mod weather;
 
+pub use crate::fsutil::ensure_writable_dir;
 pub use backprop::{forward_backward, forward_backward_with, forward_loss, Activations, BackwardOptions};
 pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT};
 pub use optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, DecayGroups};

@@ -164,7 +164,9 @@ impl AdamW {
         cfg.validate()?;
         let segments = segments(layout, mask, cfg.decay_groups);
         let n = segments.iter().map(|s| s.params.len()).sum();
-        Ok(AdamW { cfg, m: vec![0.0; n], v: vec![0.0; n], t: 0, segments })
+        let (m, v) =
+            (crate::mem::zeroed_f32(n, "AdamW first moments")?, crate::mem::zeroed_f32(n, "AdamW second moments")?);
+        Ok(AdamW { cfg, m, v, t: 0, segments })
     }
 
     /// The hyper-parameters.

@@ -203,9 +203,10 @@ fn to_targets(y: &Array2<u32>) -> Result<Array2<i32>> {
 }
 
 impl Trainer {
-    /// A trainer for `model`. Errors: invalid optimizer / schedule settings, `grad_accum == 0`,
-    /// a non-positive / non-finite clip, a dropout outside `[0, 1)`, a selection that matches
-    /// nothing.
+    /// A trainer for `model`. Errors: [`Error::OutOfMemory`] when the gradients and AdamW moments
+    /// (3 × the parameters, f32) exceed the memory available; invalid optimizer / schedule
+    /// settings, `grad_accum == 0`, a non-positive / non-finite clip, a dropout outside `[0, 1)`,
+    /// a selection that matches nothing.
     pub fn new(model: Gpt2, cfg: TrainerConfig) -> Result<Self> {
         cfg.schedule.validate()?;
         if cfg.grad_accum == 0 {
@@ -222,8 +223,12 @@ impl Trainer {
             }
         }
         let mask = cfg.selection.resolve(model.layout())?;
+        // gradients + AdamW's two moments: sized together before any of them is allocated
+        let n = model.num_parameters();
+        let need = crate::mem::bytes_of::<f32>(n, "gradients and optimizer state")?.saturating_mul(3);
+        crate::mem::ensure_available(need, "gradients and AdamW moments (3 × the parameters)")?;
         let opt = AdamW::new(model.layout(), &mask, cfg.optimizer)?;
-        let grads = vec![0f32; model.num_parameters()];
+        let grads = crate::mem::zeroed_f32(n, "gradients")?;
         Ok(Trainer {
             model,
             cfg,
