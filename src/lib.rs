@@ -24,7 +24,7 @@ pub mod device;
 pub mod edit;
 pub mod error;
 pub mod eval;
-mod fsutil;
+pub mod fsutil;
 pub mod generate;
 pub mod inspect;
 pub mod kernels;
