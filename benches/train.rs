@@ -14,7 +14,7 @@ use ndarray::Array2;
 fn trainer(cfg: Config) -> Trainer {
     let model = Gpt2::new_random(cfg, 0).expect("model");
     let tc = TrainerConfig {
-        optimizer: AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 },
+        optimizer: AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, ..Default::default() },
         schedule: LrSchedule::Constant(1e-4),
         grad_clip: Some(1.0),
         ..Default::default()

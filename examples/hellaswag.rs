@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use gpt2::eval::hellaswag::ReadOptions;
+use gpt2::eval::hellaswag::{partition_renderable, ReadOptions};
 use gpt2::eval::{read_hellaswag, Evaluator, HellaSwagStyle};
 use gpt2::{Gpt2, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,10 +22,9 @@ use serde_json::json;
 
 /// Score HellaSwag (official JSONL format) with a GPT-2 model.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about = "Score HellaSwag (official JSONL format) with a GPT-2 model.")]
 struct Args {
-    /// Model directory or .safetensors file [default: the bundled model, else fixtures/models/tiny-bpe].
-    #[arg(long)]
+    #[arg(long, help = common::MODEL_HELP)]
     model: Option<PathBuf>,
     /// HellaSwag JSONL file [default: fixtures/data/hellaswag_mini.jsonl].
     #[arg(long)]
@@ -40,7 +39,8 @@ struct Args {
     /// Rows (endings) per forward pass.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    /// Skip malformed lines (counted) instead of stopping at the first.
+    /// Skip malformed lines and examples the model cannot score (longer than its context),
+    /// counted and listed with their line numbers, instead of stopping at the first.
     #[arg(long)]
     skip_malformed: bool,
     /// Print JSON (with per-example predictions).
@@ -49,14 +49,23 @@ struct Args {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let path = args.model.clone().unwrap_or_else(common::default_model);
+    let path = common::model_path(args.model.as_deref())?;
     let model = Gpt2::load(&path).map_err(|e| format!("cannot load the model at {}: {e}", path.display()))?;
     let tok = Tokenizer::gpt2()?;
     let file = args
         .file
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/data/hellaswag_mini.jsonl"));
-    let data = read_hellaswag(&file, ReadOptions { skip_malformed: args.skip_malformed, limit: args.limit })?;
+    let mut data = read_hellaswag(&file, ReadOptions { skip_malformed: args.skip_malformed, limit: args.limit })?;
+    if args.skip_malformed {
+        // examples that parse but cannot be scored by this model (longer than its context, an
+        // ending empty after preprocessing) are skipped too, with their line numbers
+        let examples = std::mem::take(&mut data.examples);
+        let (kept, skipped) = partition_renderable(examples, &tok, args.style, model.config().n_positions);
+        data.examples = kept;
+        data.skipped.extend(skipped);
+        data.skipped.sort_by_key(|s| s.line);
+    }
     if data.examples.is_empty() && !data.skipped.is_empty() {
         let first = &data.skipped[0];
         return Err(format!(

@@ -29,10 +29,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// Sliding-window perplexity of a text under a GPT-2 model.
 #[derive(Parser, Debug)]
-#[command(version, about, group(ArgGroup::new("input").required(true).args(["file", "text"])))]
+#[command(version, about = "Sliding-window perplexity of a text under a GPT-2 model.", group(ArgGroup::new("input").required(true).args(["file", "text"])))]
 struct Args {
-    /// Model directory or .safetensors file [default: the bundled model, else fixtures/models/tiny-bpe].
-    #[arg(long)]
+    #[arg(long, help = common::MODEL_HELP)]
     model: Option<PathBuf>,
     /// UTF-8 text file, evaluated as one token stream.
     #[arg(long)]
@@ -58,7 +57,7 @@ struct Args {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let path = args.model.clone().unwrap_or_else(common::default_model);
+    let path = common::model_path(args.model.as_deref())?;
     let model = Gpt2::load_with(&path, &gpt2::LoadOptions { dtype: args.dtype })
         .map_err(|e| format!("cannot load the model at {}: {e}", path.display()))?;
     let tok = Tokenizer::gpt2()?;

@@ -15,7 +15,7 @@
 //! `.safetensors` file (fine-tuning). The final model is written to `--out` (`config.json` +
 //! `model.safetensors`) with `losses.json`, `loss.svg` and `loss.png`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
@@ -29,7 +29,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
-#[command(about = "Train or fine-tune a GPT-2 model on token shards (.npy/.bin) or a text/JSONL file")]
+#[command(version, about = "Train or fine-tune a GPT-2 model on token shards (.npy/.bin) or a text/JSONL file")]
 struct Args {
     /// Training data: a directory of shards (train split; val split for --eval-every), one shard
     /// file, or a text / JSONL file (tokenized in memory).
@@ -78,9 +78,18 @@ struct Args {
     /// Step at which the cosine decay reaches --min-lr (default: --steps).
     #[arg(long)]
     decay_steps: Option<usize>,
-    /// AdamW decoupled weight decay (matrices and embeddings only).
+    /// AdamW decoupled weight decay (applied to the tensors --weight-decay-groups selects).
     #[arg(long, default_value_t = 0.1)]
     weight_decay: f64,
+    /// Which tensors decay: `nanogpt` (matrices and embeddings, nanoGPT's configure_optimizers)
+    /// or `all` (every tensor, as torch.optim.AdamW(model.parameters(), ...)).
+    #[arg(long, default_value = "nanogpt")]
+    weight_decay_groups: gpt2::train::DecayGroups,
+    /// Training dropout for embeddings, attention and residuals, replacing the model config's
+    /// (e.g. 0 to fine-tune a checkpoint whose config says 0.1 without dropout). Evaluation never
+    /// applies dropout.
+    #[arg(long)]
+    dropout: Option<f32>,
     /// AdamW β₁.
     #[arg(long, default_value_t = 0.9)]
     beta1: f64,
@@ -145,10 +154,22 @@ fn main() {
 
 /// Builds or loads the model `--init` names.
 fn init_model(args: &Args) -> gpt2::Result<(Gpt2, String)> {
-    let path = Path::new(&args.init);
+    let mut path = PathBuf::from(&args.init);
+    if !path.exists() && Config::preset(&args.init).is_err() {
+        // not a path nor a preset: a hub id in the local HF cache, else say what --init accepts
+        path = gpt2::model::hub::resolve(&args.init).map_err(|e| Error::InvalidArgument {
+            name: "init",
+            reason: format!(
+                "`{}` is not an existing path (config.json, model directory or .safetensors file), a preset \
+                 (nano, gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a cached hub id: {e}",
+                args.init
+            ),
+        })?;
+    }
+    let path = path.as_path();
     let overrides = [args.n_layer, args.n_head, args.n_embd, args.n_positions];
     let is_model = path.is_file() && path.extension().is_some_and(|e| e == "safetensors")
-        || path.is_dir() && path.join("model.safetensors").exists();
+        || path.is_dir() && (path.join("model.safetensors").exists() || path.join(gpt2::model::INDEX_FILE).exists());
     if is_model {
         if overrides.iter().any(Option::is_some) {
             return Err(Error::InvalidArgument {
@@ -214,18 +235,28 @@ fn trainer_config(args: &Args) -> TrainerConfig {
         }
     };
     TrainerConfig {
-        optimizer: AdamWConfig { beta1: args.beta1, beta2: args.beta2, eps: args.eps, weight_decay: args.weight_decay },
+        optimizer: AdamWConfig {
+            beta1: args.beta1,
+            beta2: args.beta2,
+            eps: args.eps,
+            weight_decay: args.weight_decay,
+            decay_groups: args.weight_decay_groups,
+        },
         schedule,
         grad_accum: args.grad_accum,
-        grad_clip: (args.grad_clip > 0.0).then_some(args.grad_clip),
+        // exactly 0 means "off"; NaN or a negative clip is the library's error, not "off"
+        grad_clip: (args.grad_clip != 0.0).then_some(args.grad_clip),
         non_finite: if args.skip_non_finite { NonFinitePolicy::Skip } else { NonFinitePolicy::Error },
         selection: selection(args),
         seed: args.seed,
+        dropout: args.dropout,
     }
 }
 
 fn run(args: &Args) -> gpt2::Result<()> {
-    let mut history: Vec<StepStats> = Vec::with_capacity(args.steps);
+    // fail before any work, not after the last step, when the results cannot be written
+    gpt2::train::ensure_writable_dir(&args.out)?;
+    let mut history: Vec<StepStats> = Vec::with_capacity(args.steps.min(1 << 16)); // --steps may be absurd
     let mut val_hist: Vec<(usize, f32)> = Vec::new();
     let (mut trainer, geo, origin, data_state) = match &args.resume {
         Some(dir) => {

@@ -9,6 +9,18 @@
 //! a clamp of every edited weight into `[w₀ − ε, w₀ + ε]`. Everything else is frozen: it gets no
 //! gradient, no optimizer state, and stays bit-identical.
 //!
+//! The loop is ft_main's: every step ("epoch") goes over the requests in batches of
+//! [`EditConfig::batch_size`]; each batch's loss is computed first, and a batch whose loss is
+//! already below [`EditConfig::early_stop_loss`] gets **no** update (ft_main skips `backward` and
+//! `step` for it); the clamp runs after every batch; when the epoch's mean loss is below
+//! `early_stop_loss` the loop stops after that epoch. So the edit stops without taking the update
+//! of the step whose loss first falls under the threshold.
+//!
+//! Tokens: prompts and targets are encoded as ft_main's HF tokenizer does (special-token text
+//! `<|endoftext|>` becomes id 50256), and target tokens equal to 50256 — GPT-2's unk/eos id,
+//! which ft_main masks with `target_ids != tok.unk_token_id` — carry no loss (in both objectives;
+//! a target made only of them is an error).
+//!
 //! Objectives ([`EditObjective`]):
 //! - `LastPositionBag` — exactly ft_main: the log-softmax of the logits at the last prompt token,
 //!   gathered at every target token id, averaged over the target tokens, then over requests;
@@ -84,10 +96,18 @@ impl EditRequest {
         with_space(&self.target_new, "target_new")
     }
 
-    /// (prompt ids, target ids), both non-empty.
+    /// (prompt ids, target ids), both non-empty. Text `<|endoftext|>` is encoded as the
+    /// end-of-text id, as the HF tokenizer ROME uses does.
+    ///
+    /// ```
+    /// use gpt2::edit::EditRequest;
+    /// let tok = gpt2::Tokenizer::gpt2().unwrap();
+    /// let (_, t) = EditRequest::new("{} is", "Paris", "<|endoftext|>").encode(&tok).unwrap();
+    /// assert_eq!(t, vec![220, 50256]);
+    /// ```
     pub fn encode(&self, tok: &Tokenizer) -> Result<(Vec<u32>, Vec<u32>)> {
-        let p = tok.encode(&self.text()?);
-        let t = tok.encode(&self.target()?);
+        let p = tok.encode_with_special(&self.text()?);
+        let t = tok.encode_with_special(&self.target()?);
         if p.is_empty() {
             return Err(Error::EmptyInput("the edit prompt encodes to no tokens".into()));
         }
@@ -143,7 +163,8 @@ pub struct EditConfig {
     pub norm_constraint: Option<f32>,
     /// L2 weight decay added to the gradient (torch.optim.Adam's `weight_decay`).
     pub weight_decay: f64,
-    /// Stop when the mean loss of a step falls below this (ROME: 1e-2).
+    /// ft_main's threshold (ROME: 1e-2): a batch whose loss is below it gets no update, and
+    /// the edit stops after a step whose mean loss is below it.
     pub early_stop_loss: f64,
     /// The objective.
     pub objective: EditObjective,
@@ -257,10 +278,12 @@ impl WeightDelta {
 /// Result of [`edit`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct EditOutcome {
-    /// Mean loss of every step, measured before that step's update.
+    /// Mean loss of every step, measured before that step's updates.
     pub losses: Vec<f64>,
     /// Whether the loss fell below [`EditConfig::early_stop_loss`] before `steps` ran out.
     pub early_stopped: bool,
+    /// Optimizer updates made (batches whose loss was at least [`EditConfig::early_stop_loss`]).
+    pub updates: usize,
     /// Per edited tensor: original values and deltas.
     pub deltas: Vec<WeightDelta>,
 }
@@ -301,26 +324,40 @@ impl EditOutcome {
     }
 }
 
-/// Training rows of one request: tokens `[R, T]` and targets `[R, T]` (−1 = no loss).
-fn request_rows(prompt: &[u32], target: &[u32], objective: EditObjective) -> (Array2<u32>, Array2<i32>) {
-    match objective {
+/// GPT-2's unk / eos id: ft_main's `loss_mask = target_ids != tok.unk_token_id` drops it.
+const UNK: u32 = 50256;
+
+/// Training rows of one request: tokens `[R, T]` and targets `[R, T]` (−1 = no loss). Target
+/// tokens equal to [`UNK`] carry no loss; `None` when no target token is left.
+fn request_rows(prompt: &[u32], target: &[u32], objective: EditObjective) -> Option<(Array2<u32>, Array2<i32>)> {
+    if target.iter().all(|&t| t == UNK) {
+        return None;
+    }
+    Some(match objective {
         EditObjective::LastPositionBag => {
-            // One row per target token, all the prompt; the loss sits at the last prompt position.
-            // forward_backward's mean over these rows is ft_main's per-request mean.
-            let (r, t) = (target.len(), prompt.len());
+            // One row per scored target token, all the prompt; the loss sits at the last prompt
+            // position. forward_backward's mean over these rows is ft_main's per-request mean
+            // (Σ over unmasked target tokens / their count).
+            let scored: Vec<u32> = target.iter().copied().filter(|&t| t != UNK).collect();
+            let (r, t) = (scored.len(), prompt.len());
             let tokens = Array2::from_shape_fn((r, t), |(_, j)| prompt[j]);
-            let targets = Array2::from_shape_fn((r, t), |(i, j)| if j + 1 == t { target[i] as i32 } else { IGNORE });
+            let targets = Array2::from_shape_fn((r, t), |(i, j)| if j + 1 == t { scored[i] as i32 } else { IGNORE });
             (tokens, targets)
         }
         EditObjective::Sequence => {
             let seq: Vec<u32> = prompt.iter().chain(target).copied().collect();
             let t = seq.len() - 1;
             let tokens = Array2::from_shape_fn((1, t), |(_, j)| seq[j]);
-            let targets =
-                Array2::from_shape_fn((1, t), |(_, j)| if j + 1 >= prompt.len() { seq[j + 1] as i32 } else { IGNORE });
+            let targets = Array2::from_shape_fn((1, t), |(_, j)| {
+                if j + 1 >= prompt.len() && seq[j + 1] != UNK {
+                    seq[j + 1] as i32
+                } else {
+                    IGNORE
+                }
+            });
             (tokens, targets)
         }
-    }
+    })
 }
 
 /// Adam state over the edited ranges only (torch.optim.Adam semantics).
@@ -369,8 +406,23 @@ impl Adam {
 /// Tensors outside the selection are never written.
 ///
 /// Errors: [`Error::InvalidArgument`] (bad config, template without `{}`, empty subject or
-/// target, a module pattern that matches nothing, no requests), plus the forward pass's errors
+/// target, a target made only of end-of-text tokens, a module pattern that matches nothing, no
+/// requests), plus the forward pass's errors
 /// (e.g. [`Error::SequenceTooLong`]).
+///
+/// ```
+/// use gpt2::edit::{edit, EditConfig, EditRequest};
+/// use gpt2::{Config, Gpt2, Tokenizer};
+/// let tok = Tokenizer::gpt2()?;
+/// let mut model = Gpt2::new_random(Config::new(1, 2, 16, 32, tok.vocab_size()), 0)?;
+/// let before = model.params().to_vec();
+/// let request = EditRequest::new("{} is located in", "The Eiffel Tower", " Rome");
+/// let outcome = edit(&mut model, &tok, &[request], &EditConfig { steps: 3, ..Default::default() })?;
+/// assert_ne!(model.params(), &before[..]); // the selected tensors changed
+/// outcome.restore(&mut model)?;
+/// assert_eq!(model.params(), &before[..]);
+/// # Ok::<(), gpt2::Error>(())
+/// ```
 pub fn edit(model: &mut Gpt2, tok: &Tokenizer, requests: &[EditRequest], cfg: &EditConfig) -> Result<EditOutcome> {
     if requests.is_empty() {
         return Err(Error::arg("requests", "no edit request given"));
@@ -383,8 +435,17 @@ pub fn edit(model: &mut Gpt2, tok: &Tokenizer, requests: &[EditRequest], cfg: &E
             return Err(Error::SequenceTooLong { len: p.len() + t.len() - 1, n_positions: n_pos });
         }
     }
-    let rows: Vec<(Array2<u32>, Array2<i32>)> =
-        encoded.iter().map(|(p, t)| request_rows(p, t, cfg.objective)).collect();
+    let rows: Vec<(Array2<u32>, Array2<i32>)> = encoded
+        .iter()
+        .map(|(p, t)| {
+            request_rows(p, t, cfg.objective).ok_or_else(|| {
+                Error::arg(
+                    "target_new",
+                    "every target token is <|endoftext|> (50256), which ft_main masks out of the loss",
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
 
     let mut sel = ParamSelection::none();
     for n in &names {
@@ -400,6 +461,7 @@ pub fn edit(model: &mut Gpt2, tok: &Tokenizer, requests: &[EditRequest], cfg: &E
     let mut grads = vec![0f32; model.num_parameters()];
     let mut losses = Vec::with_capacity(cfg.steps);
     let mut early_stopped = false;
+    let mut updates = 0usize;
     for step in 0..cfg.steps {
         let (mut loss_sum, mut n_req) = (0.0f64, 0usize);
         for chunk in rows.chunks(cfg.batch_size) {
@@ -409,7 +471,7 @@ pub fn edit(model: &mut Gpt2, tok: &Tokenizer, requests: &[EditRequest], cfg: &E
             let scale = 1.0 / chunk.len() as f32;
             let mut chunk_loss = 0.0f64;
             for (x, y) in chunk {
-                let opts = BackwardOptions { loss_scale: scale, mask: &mask, dropout_seed: None };
+                let opts = BackwardOptions { loss_scale: scale, mask: &mask, dropout_seed: None, dropout: None };
                 let l = forward_backward_with(model, &mut acts, &mut grads, x.view(), y.view(), &opts)?;
                 chunk_loss += l as f64;
             }
@@ -418,7 +480,12 @@ pub fn edit(model: &mut Gpt2, tok: &Tokenizer, requests: &[EditRequest], cfg: &E
             }
             loss_sum += chunk_loss;
             n_req += chunk.len();
-            adam.step(model.params_mut(), &grads, cfg.lr, cfg.weight_decay);
+            // ft_main: `if loss.item() >= 1e-2: loss.backward(); opt.step()` — a batch already
+            // under the threshold changes nothing (its gradient, computed above, is dropped).
+            if chunk_loss / chunk.len() as f64 >= cfg.early_stop_loss {
+                adam.step(model.params_mut(), &grads, cfg.lr, cfg.weight_decay);
+                updates += 1;
+            }
             if let Some(eps) = cfg.norm_constraint {
                 let params = model.params_mut();
                 for (r, w0) in ranges.iter().zip(&originals) {
@@ -446,7 +513,7 @@ pub fn edit(model: &mut Gpt2, tok: &Tokenizer, requests: &[EditRequest], cfg: &E
             Ok(WeightDelta { name, shape, range, original, delta })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(EditOutcome { losses, early_stopped, deltas })
+    Ok(EditOutcome { losses, early_stopped, updates, deltas })
 }
 
 /// Log-softmax of one row of logits, in f64.
@@ -598,16 +665,25 @@ mod tests {
 
     #[test]
     fn bag_rows_put_every_target_at_the_last_prompt_position() {
-        let (x, y) = request_rows(&[5, 6, 7], &[1, 2], EditObjective::LastPositionBag);
+        let (x, y) = request_rows(&[5, 6, 7], &[1, 2], EditObjective::LastPositionBag).unwrap();
         assert_eq!(x, ndarray::array![[5, 6, 7], [5, 6, 7]]);
         assert_eq!(y, ndarray::array![[-1, -1, 1], [-1, -1, 2]]);
+        // ft_main's loss mask: target tokens equal to 50256 carry no loss
+        let (x, y) = request_rows(&[5, 6, 7], &[1, UNK, 2], EditObjective::LastPositionBag).unwrap();
+        assert_eq!(x, ndarray::array![[5, 6, 7], [5, 6, 7]]);
+        assert_eq!(y, ndarray::array![[-1, -1, 1], [-1, -1, 2]]);
+        assert!(request_rows(&[5], &[UNK, UNK], EditObjective::LastPositionBag).is_none());
     }
 
     #[test]
     fn sequence_rows_are_teacher_forced() {
-        let (x, y) = request_rows(&[5, 6], &[1, 2, 3], EditObjective::Sequence);
+        let (x, y) = request_rows(&[5, 6], &[1, 2, 3], EditObjective::Sequence).unwrap();
         assert_eq!(x, ndarray::array![[5, 6, 1, 2]]);
         assert_eq!(y, ndarray::array![[-1, 1, 2, 3]]);
+        let (x, y) = request_rows(&[5, 6], &[1, UNK, 3], EditObjective::Sequence).unwrap();
+        assert_eq!(x, ndarray::array![[5, 6, 1, UNK]]);
+        assert_eq!(y, ndarray::array![[-1, 1, -1, 3]]);
+        assert!(request_rows(&[5, 6], &[UNK], EditObjective::Sequence).is_none());
     }
 
     #[test]

@@ -90,8 +90,15 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
+/// Whether process `pid` is known to have exited (`/proc/{pid}` is absent while `/proc/self`
+/// exists). `false` where there is no `/proc`: then nothing is ever treated as dead.
+pub(crate) fn process_gone(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    proc.join("self").exists() && !proc.join(pid.to_string()).exists()
+}
+
 /// Splits a temporary file name `.{target}.tmp-{pid}-{n}` into `(target, pid)`.
-fn parse_temp_name(name: &str) -> Option<(&str, u32)> {
+pub(crate) fn parse_temp_name(name: &str) -> Option<(&str, u32)> {
     let rest = name.strip_prefix('.')?;
     let (target, tail) = rest.rsplit_once(".tmp-")?;
     let (pid, n) = tail.split_once('-')?;
@@ -121,6 +128,32 @@ pub(crate) fn remove_stale_temps(dir: &Path, select: impl Fn(&str) -> bool) -> u
         }
     }
     removed
+}
+
+/// Creates `dir` (with its parents) and proves it writable by creating, writing, fsyncing and
+/// removing a hidden probe file in it — so a run that will write its results there fails
+/// before its first step, not after hours of work.
+///
+/// Errors: [`Error::Io`] / [`Error::NotFound`] naming the path that failed (e.g. a parent that
+/// is a file, a read-only directory).
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("gpt2-doc-writable-{}", std::process::id()));
+/// gpt2::train::ensure_writable_dir(&dir).unwrap();
+/// assert!(dir.is_dir() && std::fs::read_dir(&dir).unwrap().next().is_none());
+/// assert!(gpt2::train::ensure_writable_dir(std::path::Path::new("/dev/null/run")).is_err());
+/// std::fs::remove_dir(&dir).unwrap();
+/// ```
+pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    let r = (|| -> std::io::Result<()> {
+        let mut f = File::create(&probe)?;
+        f.write_all(b"probe")?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&probe);
+    r.map_err(|e| Error::io(&probe, e))
 }
 
 /// Writes `path` atomically: the content goes to a temporary file in the same

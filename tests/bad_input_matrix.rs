@@ -81,6 +81,7 @@ fn variant(e: &Error) -> &'static str {
         Error::Data { .. } => "Data",
         Error::NonFinite { .. } => "NonFinite",
         Error::Device(_) => "Device",
+        Error::OutOfMemory { .. } => "OutOfMemory",
         _ => "(new variant: add it to variant())",
     }
 }
@@ -158,6 +159,14 @@ impl Ctx {
 fn tokenizer() -> &'static Tokenizer {
     static T: OnceLock<Tokenizer> = OnceLock::new();
     T.get_or_init(|| Tokenizer::gpt2().unwrap())
+}
+
+/// `model` with `value` written into parameter `offset` (broken weights).
+fn poisoned(model: &Gpt2, offset: impl Fn(&gpt2::model::ParamLayout) -> usize, value: f32) -> Gpt2 {
+    let mut m = model.clone();
+    let i = offset(m.layout());
+    m.params_mut()[i] = value;
+    m
 }
 
 /// One tensor of a hand-built safetensors file.
@@ -458,6 +467,11 @@ fn config_cases() -> Vec<Case> {
         case!("config", "config.json is /dev/zero (endless)", "Config::from_json_file",
             Io where "InvalidInput: not a regular file (no endless read)" not_regular,
             |_| Config::from_json_file(Path::new("/dev/zero")).map(drop)),
+        case!("config", "n_positions = 2^32 - 1 (an 825 GB model)", "Gpt2::new_random", OutOfMemory where "naming the bytes" |e| matches!(e, Error::OutOfMemory { bytes, .. } if *bytes > 800_000_000_000), |_| {
+            let mut c = Config::nano(64, 50257);
+            c.n_positions = u32::MAX as usize;
+            Gpt2::new_random(c, 0).map(drop)
+        }),
         case!("config", "config.json is not JSON", "Gpt2::load", Json, |cx| {
             let d = cx.ckpt("cfg-notjson", &tiny_st());
             std::fs::write(d.join("config.json"), "{ not json").unwrap();
@@ -871,6 +885,16 @@ fn inspect_cases() -> Vec<Case> {
         case!("inspect", "heatmap too large to render", "inspect::heatmap_png", InvalidArgument, |_| {
             inspect::heatmap_png(Array2::<f32>::zeros((2, 2)).view(), 1 << 30).map(drop)
         }),
+        case!("inspect", "heatmap cell of usize::MAX pixels", "inspect::heatmap_png", InvalidArgument, |_| {
+            inspect::heatmap_png(Array2::<f32>::zeros((2, 2)).view(), usize::MAX).map(drop)
+        }),
+        case!(
+            "inspect",
+            "heatmap whose side overflows usize",
+            "inspect::render::heatmap_pixels",
+            InvalidArgument,
+            |_| { inspect::render::heatmap_pixels(Array2::<f32>::zeros((3, 1)).view(), usize::MAX / 2).map(drop) }
+        ),
         case!("inspect", "attention view head out of range", "AttentionView::map", InvalidArgument, |cx| {
             let v = AttentionView::from_text(&cx.tiny_bpe(), tokenizer(), "Hello world")?;
             v.map(0, 99).map(drop)
@@ -892,7 +916,7 @@ impl Ctx {
 /// HellaSwag JSONL, losses, perplexity windows, completion scoring (`src/eval`).
 fn eval_cases() -> Vec<Case> {
     use gpt2::eval::hellaswag::{parse_hellaswag, ReadOptions};
-    use gpt2::eval::{labels_from_hf, read_hellaswag, Evaluator, SlidingWindow};
+    use gpt2::eval::{labels_from_hf, read_hellaswag, Evaluator, HellaSwagStyle, SlidingWindow};
     fn hs(line: &str) -> gpt2::Result<()> {
         parse_hellaswag(line.as_bytes(), Path::new("hs.jsonl"), ReadOptions::default()).map(drop)
     }
@@ -920,6 +944,14 @@ fn eval_cases() -> Vec<Case> {
         ),
         case!("eval", "sliding-window stream: stride 0", "Evaluator::sliding_window_stream", InvalidArgument, |cx| {
             Evaluator::new(&cx.tiny).sliding_window_stream(SlidingWindow::new(8, 0)).map(drop)
+        }),
+        case!("eval", "NaN in ln_f.weight", "Evaluator::token_nlls", NonFinite, |cx| {
+            Evaluator::new(&poisoned(&cx.tiny, |l| l.ln_f_w, f32::NAN)).token_nlls(&[1, 2, 3]).map(drop)
+        }),
+        case!("eval", "Inf in wpe", "Evaluator::sliding_window", NonFinite, |cx| {
+            let m = poisoned(&cx.tiny, |l| l.wpe, f32::INFINITY);
+            let r = Evaluator::new(&m).sliding_window(&[1, 2, 3, 4, 5, 6], SlidingWindow::new(4, 2)).map(drop);
+            r
         }),
         case!("eval", "per-token NLL of an empty text", "Evaluator::token_nlls", EmptyInput, |cx| {
             Evaluator::new(&cx.tiny).token_nlls(&[]).map(drop)
@@ -969,6 +1001,21 @@ fn eval_cases() -> Vec<Case> {
         case!("eval", "HellaSwag line missing endings", "eval::parse_hellaswag", Data, |_| hs(
             r#"{"ctx":"a","ctx_a":"a","ctx_b":"","activity_label":"x","label":0}"#
         )),
+        case!("eval", "HellaSwag example longer than the context", "Evaluator::hellaswag", Data where "its line number (3)" |e| matches!(e, Error::Data { line: 3, .. }), |cx| {
+            let line = r#"{"activity_label":"A","ctx_a":"x","ctx_b":"","ctx":"CTX","endings":["a","b","c","d"],"label":0}"#;
+            let text = format!("{}\n{}\n{}\n", line.replace("CTX", "Hi."), line.replace("CTX", "Ho."), line.replace("CTX", &"word ".repeat(300)));
+            let data = parse_hellaswag(text.as_bytes(), Path::new("hs.jsonl"), ReadOptions::default())?;
+            Evaluator::new(&cx.tiny_bpe()).hellaswag(tokenizer(), &data.examples, HellaSwagStyle::Completion).map(drop)
+        }),
+        case!("eval", "HellaSwag on NaN weights", "Evaluator::hellaswag", NonFinite, |cx| {
+            let data = read_hellaswag(
+                fixture("data/hellaswag_mini.jsonl"),
+                ReadOptions { skip_malformed: false, limit: Some(2) },
+            )?;
+            let m = poisoned(&cx.tiny_bpe(), |l| l.ln_f_w, f32::NAN);
+            let r = Evaluator::new(&m).hellaswag(tokenizer(), &data.examples, HellaSwagStyle::Completion).map(drop);
+            r
+        }),
         case!("eval", "HellaSwag file that does not exist", "eval::read_hellaswag", NotFound, |_| {
             read_hellaswag("/nonexistent/hellaswag.jsonl", ReadOptions::default()).map(drop)
         }),
@@ -1055,6 +1102,42 @@ fn generate_cases() -> Vec<Case> {
         case!("generate", "batch with one empty prompt", "generate::generate_batch", EmptyInput, |cx| {
             generate_batch(&cx.tiny, tokenizer(), &[vec![1u32], vec![]], &GenerateConfig::default(), None).map(drop)
         }),
+        case!("generate", "top_p NaN", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            sampling(SamplingParams { top_p: Some(f32::NAN), ..Default::default() })
+        )),
+        case!("generate", "top_p = 1.5", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            sampling(SamplingParams { top_p: Some(1.5), ..Default::default() })
+        )),
+        case!("generate", "min_p NaN", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            sampling(SamplingParams { min_p: Some(f32::NAN), ..Default::default() })
+        )),
+        case!("generate", "min_p = -3", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            sampling(SamplingParams { min_p: Some(-3.0), ..Default::default() })
+        )),
+        case!("generate", "NaN in ln_f.weight (greedy)", "generate::generate", NonFinite where "at the prefill's logits (step 0)" |e| matches!(e, Error::NonFinite { step: 0, .. }), |cx| {
+            let m = poisoned(&cx.tiny, |l| l.ln_f_w, f32::NAN);
+            let cfg = GenerateConfig { sampling: SamplingParams::greedy(), ..sampling(SamplingParams::default()) };
+            generate(&m, tokenizer(), &[1, 2], &cfg, None).map(drop)
+        }),
+        case!("generate", "NaN in ln_f.weight (sampling)", "generate::generate", NonFinite, |cx| {
+            let m = poisoned(&cx.tiny, |l| l.ln_f_w, f32::NAN);
+            generate(&m, tokenizer(), &[1, 2], &sampling(SamplingParams::default()), None).map(drop)
+        }),
+        case!("generate", "Inf in wpe at a generated position", "generate::generate", NonFinite where "at a decode step (step ≥ 1)" |e| matches!(e, Error::NonFinite { step, .. } if *step >= 1), |cx| {
+            // position 3 is first seen by the third decode step: the prompt's logits are fine
+            let n_embd = cx.tiny.config().n_embd;
+            let m = poisoned(&cx.tiny, |l| l.wpe + 3 * n_embd, f32::INFINITY);
+            let cfg = GenerateConfig { eos_token_id: None, ..sampling(SamplingParams::greedy()) };
+            generate(&m, tokenizer(), &[1, 2], &cfg, None).map(drop)
+        }),
     ]
 }
 
@@ -1127,6 +1210,24 @@ fn train_cases() -> Vec<Case> {
         case!("train", "checkpoint directory that does not exist", "Checkpoint::load", NotFound, |_| {
             Checkpoint::load("/nonexistent/checkpoint").map(drop)
         }),
+        case!("train", "checkpoint pointer naming a path outside", "Checkpoint::load", Data, |cx| {
+            let d = cx.sub("pointer-outside");
+            std::fs::write(d.join("latest"), "../../etc\n").unwrap();
+            Checkpoint::load(&d).map(drop)
+        }),
+        case!("train", "checkpoint pointer naming a missing step", "Checkpoint::load", NotFound, |cx| {
+            let d = cx.sub("pointer-missing");
+            std::fs::write(d.join("latest"), "step-00000009\n").unwrap();
+            Checkpoint::load(&d).map(drop)
+        }),
+        case!("train", "NaN gradient clip", "Trainer::new", InvalidArgument, |cx| trainer(
+            cx,
+            TrainerConfig { grad_clip: Some(f64::NAN), ..Default::default() }
+        )),
+        case!("train", "negative gradient clip", "Trainer::new", InvalidArgument, |cx| trainer(
+            cx,
+            TrainerConfig { grad_clip: Some(-1.0), ..Default::default() }
+        )),
     ]
 }
 

@@ -62,9 +62,9 @@ fn generation(g: &gpt2::generate::Generation) -> Vec<u32> {
 
 fn hellaswag_examples() -> Vec<HellaSwagExample> {
     let ex = |label: usize, ctx_a: &str, ctx_b: &str, endings: [&str; 4]| HellaSwagExample {
-        activity_label: "Roof shingle removal".into(),
-        ctx_a: ctx_a.into(),
-        ctx_b: ctx_b.into(),
+        activity_label: Some("Roof shingle removal".into()),
+        ctx_a: Some(ctx_a.into()),
+        ctx_b: Some(ctx_b.into()),
         ctx: format!("{ctx_a} {ctx_b}"),
         endings: endings.iter().map(|e| e.to_string()).collect(),
         label,

@@ -76,6 +76,7 @@ fn child_writer() {
             w.push_document(&d).unwrap();
         }
         w.finish().unwrap();
+        println!("GEN-DONE {g}");
     }
 }
 
@@ -161,6 +162,16 @@ fn sigkill_during_writes_never_tears_a_file() {
             line.clear();
             if out.read_line(&mut line).unwrap() == 0 || line.contains("CHILD-READY") {
                 break;
+            }
+        }
+        // Every tenth kill waits for one finished generation first, so that the checkpoint
+        // advances even on a machine too loaded to finish a save within the random window.
+        if kill % 10 == 9 {
+            loop {
+                line.clear();
+                if out.read_line(&mut line).unwrap() == 0 || line.contains("GEN-DONE") {
+                    break;
+                }
             }
         }
         // Kill somewhere in the first few saves (a save of this model takes ~1–5 ms).

@@ -601,7 +601,7 @@ fn corpus_stats() -> serde_json::Value {
 #[test]
 fn shakespeare_corpus_token_counts_and_unigram_baseline_match_python() {
     let stats = corpus_stats();
-    let (train_path, val_path) = gpt2::data::shakespeare_corpus();
+    let (train_path, val_path) = gpt2::data::shakespeare_corpus().expect("run from the checkout");
     let tok = Tokenizer::gpt2().unwrap();
     // Whole-file encodes through the chunked reader (1 MiB blocks → several cuts in train).
     let train = gpt2::data::writer::tokenize_to_vec(&train_path, &tok, None).unwrap();

@@ -11,6 +11,8 @@ use gpt2::{Error, Gpt2, Tokenizer};
 /// bound; typical agreement is ~1e-7 because Adam's steps are ±lr-sized and the clamp is exact).
 const LOSS_RTOL: f64 = 1e-4;
 const DELTA_ATOL: f32 = 1e-4;
+/// ft_main step-rule cases vs PyTorch float64, on well-conditioned entries (see the test).
+const FT_ATOL: f32 = 2e-5;
 
 fn case_config(case: &serde_json::Value) -> (Vec<EditRequest>, EditConfig) {
     let reqs = case["requests"]
@@ -34,7 +36,7 @@ fn case_config(case: &serde_json::Value) -> (Vec<EditRequest>, EditConfig) {
         norm_constraint: case["norm_constraint"].as_f64().map(|e| e as f32),
         weight_decay: case["weight_decay"].as_f64().unwrap(),
         early_stop_loss: 1e-2,
-        objective: case["objective"].as_str().unwrap().parse().unwrap(),
+        objective: case["objective"].as_str().unwrap_or("bag").parse().unwrap(),
     };
     (reqs, cfg)
 }
@@ -106,6 +108,78 @@ fn edits_match_pytorch_ft_main() {
     }
 }
 
+/// ft_main's exact step rule on the bundled model (fixtures/ref_edit_ft.py,
+/// reference/bundled.edit_ft.*): a batch whose loss is already below 1e-2 gets no update, the
+/// loop stops after that epoch, target tokens equal to 50256 carry no loss.
+///
+/// The reference is the same ft_main code in float64. Adam's update lr·m̂/(√v̂ + 1e-8) is
+/// ill-conditioned where an entry's gradient is tiny next to its tensor's largest (f32 rounding
+/// decides its sign: PyTorch's own f32 run is up to 1.6e-2 from its f64 run there), so the deltas
+/// are compared on the sampled entries (every 61st) whose gradient stayed ≥ 1e-2 × the tensor's
+/// max |g| at every update, to [`FT_ATOL`]; each tensor's full L1 / L2 norm to 1e-3 relative.
+/// Taking the extra update of the old rule moves these entries by ~1e-2.
+#[test]
+fn ft_main_early_stop_and_eos_mask_match_pytorch() {
+    let reference = Reference::load("bundled.edit_ft");
+    let tok = Tokenizer::gpt2().unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<Vec<u32>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+            .collect()
+    };
+    for name in ["early_stop", "masked"] {
+        let case = &reference.json[name];
+        let (reqs, mut cfg) = case_config(case);
+        cfg.batch_size = case["batch_size"].as_u64().unwrap() as usize;
+        cfg.early_stop_loss = case["early_stop_loss"].as_f64().unwrap();
+        let (prompts, targets) = (ids(&case["prompt_ids"]), ids(&case["target_ids"]));
+        for (i, r) in reqs.iter().enumerate() {
+            assert_eq!(r.encode(&tok).unwrap(), (prompts[i].clone(), targets[i].clone()), "{name}: token ids");
+        }
+        let mut model = Gpt2::load(fixture("model")).unwrap();
+        let out = edit(&mut model, &tok, &reqs, &cfg).unwrap();
+        let ref_losses: Vec<f64> = case["losses"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        println!("{name}: {} updates, losses {:?} (torch f64 {ref_losses:?})", out.updates, out.losses);
+        assert_eq!(out.losses.len(), ref_losses.len(), "{name}: epochs run");
+        assert_eq!(out.updates as u64, case["updates"].as_u64().unwrap(), "{name}: optimizer updates");
+        assert!(out.early_stopped, "{name}");
+        for (i, (a, b)) in out.losses.iter().zip(&ref_losses).enumerate() {
+            assert!((a - b).abs() <= LOSS_RTOL * b.abs().max(1.0), "{name} epoch {i}: loss {a} vs torch {b}");
+        }
+        let stride = case["stride"].as_u64().unwrap() as usize;
+        let names: Vec<&str> = out.deltas.iter().map(|d| d.name.as_str()).collect();
+        let want_names: Vec<&str> = case["params"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+        assert_eq!(names, want_names, "{name}: edited tensors");
+        for d in &out.deltas {
+            let want = reference.f32(&format!("{name}.delta.{}", d.name));
+            let want32 = reference.f32(&format!("{name}.delta_f32.{}", d.name));
+            let cond = reference.f32(&format!("{name}.cond.{}", d.name));
+            let got: Vec<f32> = d.delta.iter().step_by(stride).copied().collect();
+            assert_eq!(got.len(), want.len(), "{name}: {}", d.name);
+            let (mut err, mut err32, mut err_all, mut n) = (0f32, 0f32, 0f32, 0usize);
+            for (((&g, &w), &w32), &c) in got.iter().zip(want.iter()).zip(want32.iter()).zip(cond.iter()) {
+                err_all = err_all.max((g - w).abs());
+                if c >= 1e-2 {
+                    (err, err32, n) = (err.max((g - w).abs()), err32.max((w32 - w).abs()), n + 1);
+                }
+            }
+            println!(
+                "{name}: {:<22} |crate - f64| {err:.1e} (torch f32 {err32:.1e}) on {n}/{} well-conditioned, {err_all:.1e} on all",
+                d.name,
+                got.len()
+            );
+            assert!(n > 0 && err <= FT_ATOL, "{name}: {} delta differs by {err:e} from torch f64", d.name);
+            let norms = &case["norms"][&d.name];
+            let l1: f64 = d.delta.iter().map(|&x| x.abs() as f64).sum();
+            let (w1, w2) = (norms["l1"].as_f64().unwrap(), norms["l2"].as_f64().unwrap());
+            assert!((l1 - w1).abs() <= 1e-3 * w1, "{name}: {} L1 {l1} vs {w1}", d.name);
+            assert!((d.norm() - w2).abs() <= 1e-3 * w2, "{name}: {} L2 {} vs {w2}", d.name, d.norm());
+        }
+    }
+}
+
 #[test]
 fn an_unconstrained_edit_makes_the_target_likelier_and_reports_locality() {
     let tok = Tokenizer::gpt2().unwrap();
@@ -166,7 +240,7 @@ fn bad_edit_inputs_are_typed_errors() {
 #[test]
 fn editing_the_bundled_model_flips_the_fact_with_small_locality_cost() {
     let tok = Tokenizer::gpt2().unwrap();
-    let mut model = Gpt2::load(gpt2::model::io::bundled_model_dir()).unwrap();
+    let mut model = Gpt2::load(fixture("model")).unwrap();
     let req = EditRequest::new("{} is located in", "The Eiffel Tower", "Rome");
     let neighbours = vec!["To be, or not to be, that is the".to_string()];
     let before = EditProbe::measure(&model, &tok, &req, Some("the"), &neighbours).unwrap();

@@ -105,14 +105,18 @@ fn malformed_jsonl_reports_the_line() {
         }
         e => panic!("unexpected {e}"),
     }
-    let cases: [(&str, &str); 8] = [
+    let cases: [(&str, &str); 9] = [
         (r#"[1, 2]"#, "JSON object"),
         (&GOOD.replace(r#""label":3"#, r#""label":4"#), "label"),
         (&GOOD.replace(r#""label":3"#, r#""label":-1"#), "label"),
         (&GOOD.replace(r#""label":3"#, r#""label":"x""#), "label"),
         (&GOOD.replace(r#","label":3"#, ""), "missing field `label`"),
         (&GOOD.replace(r#""ctx_b":"he""#, r#""ctx_b":7"#), "`ctx_b` must be a string"),
-        (&GOOD.replace(r#""activity_label":"Roof shingle removal","#, ""), "missing field `activity_label`"),
+        (
+            &GOOD.replace(r#""activity_label":"Roof shingle removal""#, r#""activity_label":null"#),
+            "`activity_label` must be a string",
+        ),
+        (&GOOD.replace(r#""ctx":"A man is sitting on a roof. he","#, ""), "missing field `ctx`"),
         (&GOOD.replace(r#""a.","b.","c.","d.""#, r#""a.","b.",3,"d.""#), "ending must be a string"),
     ];
     for (line, want) in cases {
@@ -185,9 +189,9 @@ fn over_long_examples_completion_refuses_harness_truncates_left() {
     ex.ctx =
         "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen"
             .into();
-    ex.ctx_a = ex.ctx.clone();
-    ex.ctx_b = String::new();
-    assert!(matches!(render(&ex, &tok, HellaSwagStyle::Completion, 16), Err(Error::SequenceTooLong { .. })));
+    ex.ctx_a = Some(ex.ctx.clone());
+    ex.ctx_b = Some(String::new());
+    assert!(matches!(render(&ex, &tok, HellaSwagStyle::Completion, 16), Err(Error::Data { line: 1, .. })));
     let r = render(&ex, &tok, HellaSwagStyle::Harness, 16).unwrap();
     for (c, e) in r.contexts.iter().zip(&r.endings) {
         assert_eq!(c.len() + e.len(), 17, "(ctx + cont)[-(max_length + 1):]");

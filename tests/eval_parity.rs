@@ -247,12 +247,40 @@ fn hellaswag_both_styles_reproduce_reference_implementations() {
     }
     // The harness's text preprocessing, string for string.
     for (ex, w) in data.examples.iter().zip(h["harness"]["predictions"].as_array().unwrap()) {
-        let query = harness_preprocess(&format!("{}: {} {}", ex.activity_label, ex.ctx_a, py_capitalize(&ex.ctx_b)));
+        let (label, ctx_a, ctx_b) = (ex.activity_label.as_ref(), ex.ctx_a.as_ref(), ex.ctx_b.as_ref());
+        let query =
+            harness_preprocess(&format!("{}: {} {}", label.unwrap(), ctx_a.unwrap(), py_capitalize(ctx_b.unwrap())));
         assert_eq!(query, w["query"].as_str().unwrap());
         let choices: Vec<String> = ex.endings.iter().map(|e| harness_preprocess(e)).collect();
         let want: Vec<&str> = w["choices"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
         assert_eq!(choices, want);
     }
+}
+
+/// build-nanogpt's `render_example` reads only `ctx`, `endings` and `label`: a file of such
+/// records scores in completion style exactly like the reference
+/// (`fixtures/ref_hellaswag_minimal.py`, bundled model); the harness style names the field
+/// it lacks.
+#[test]
+fn hellaswag_minimal_records_score_in_completion_style() {
+    let model = Gpt2::load(fixture("model")).expect("bundled model");
+    let tok = Tokenizer::gpt2().unwrap();
+    let text = std::fs::read_to_string(fixture("reference/bundled.hellaswag_minimal.json")).unwrap();
+    let want: Value = serde_json::from_str(&text).unwrap();
+    let data = read_hellaswag(fixture(want["file"].as_str().unwrap()), ReadOptions::default()).unwrap();
+    assert_eq!(data.examples.len(), 16);
+    assert!(data.examples.iter().all(|e| e.activity_label.is_none() && e.ctx_a.is_none() && e.ctx_b.is_none()));
+    let ev = Evaluator::new(&model).with_batch_size(8).unwrap();
+    let got = ev.hellaswag(&tok, &data.examples, HellaSwagStyle::Completion).unwrap();
+    check_hellaswag(&got, &want, "minimal completion");
+    let e = ev.hellaswag(&tok, &data.examples, HellaSwagStyle::Harness).unwrap_err();
+    assert!(matches!(e, gpt2::Error::Data { line: 1, .. }), "{e}");
+    assert!(e.to_string().contains("missing field `activity_label`"), "{e}");
+    // with activity_label present, the next missing field is named
+    let mut ex = data.examples[0].clone();
+    ex.activity_label = Some("Roof shingle removal".into());
+    let e = ev.hellaswag(&tok, &[ex], HellaSwagStyle::Harness).unwrap_err();
+    assert!(e.to_string().contains("missing field `ctx_a`"), "{e}");
 }
 
 #[test]

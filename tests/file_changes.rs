@@ -21,7 +21,7 @@ fn scratch(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn checkpoint_truncated_and_restored_while_loading_never_kills_the_loader() {
-    let src = gpt2::model::io::bundled_model_dir();
+    let src = common::fixture("model");
     let dir = scratch("model");
     std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
     let good = std::fs::read(src.join("model.safetensors")).unwrap();

@@ -25,13 +25,14 @@ fn loader() -> DataLoader {
 
 fn trainer_config() -> TrainerConfig {
     TrainerConfig {
-        optimizer: AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 },
+        optimizer: AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, ..Default::default() },
         schedule: LrSchedule::WarmupCosine { max_lr: 3e-3, min_lr: 3e-4, warmup_steps: 2, decay_steps: 8 },
         grad_accum: 2,
         grad_clip: Some(1.0),
         non_finite: NonFinitePolicy::Error,
         selection: ParamSelection::all().exclude("wpe.weight"),
         seed: 5,
+        dropout: None,
     }
 }
 
@@ -75,8 +76,13 @@ fn interrupted_and_resumed_training_is_bit_identical() {
     assert_eq!(first, full, "losses differ after resume");
     let same = t.model().params().iter().zip(&full_params).all(|(a, b)| a.to_bits() == b.to_bits());
     assert!(same, "parameters differ after resume");
-    // the checkpoint directory is also a plain model directory
-    assert!(Gpt2::load(&dir).is_ok());
+    // the checkpoint's current step directory is also a plain model directory, and the
+    // directory holds only the pointer and that step directory
+    assert!(Gpt2::load(Checkpoint::current_dir(&dir).unwrap()).is_ok());
+    let mut inside: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    inside.sort();
+    assert_eq!(inside, ["latest", "step-00000004-1"], "saved twice at step 4: the second save supersedes the first");
     let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(|e| e.ok())
@@ -181,6 +187,69 @@ fn whole_model_gradient_matches_finite_differences_with_and_without_dropout() {
     assert_eq!(no_drop_seed.to_bits(), eval.to_bits(), "no seed = eval mode");
 }
 
+/// `TrainerConfig::dropout` replaces the model config's dropout in training; evaluation
+/// (`loss_on`, `eval_loss`, the `Evaluator`) never applies dropout.
+#[test]
+fn dropout_override_and_eval_without_dropout() {
+    let x = Array2::from_shape_fn((2, 6), |(b, t)| ((b * 6 + t) * 7 % 50) as u32);
+    let y = Array2::from_shape_fn((2, 6), |(b, t)| ((b * 6 + t) * 11 % 50) as i32);
+    let cfg = |dropout| TrainerConfig { schedule: LrSchedule::Constant(1e-3), seed: 3, dropout, ..Default::default() };
+    let step_loss = |model: &Gpt2, dropout: Option<f32>| {
+        let mut t = Trainer::new(model.clone(), cfg(dropout)).unwrap();
+        let st = t.step_on(&[(x.view(), y.view())]).unwrap();
+        (st.loss, t.into_model())
+    };
+    let with_drop = Gpt2::new_random(small_config(0.3), 8).unwrap();
+    let no_drop = Gpt2::from_params(small_config(0.0), with_drop.params().to_vec()).unwrap();
+    let mut acts = Activations::new();
+    let eval = forward_loss(&with_drop, &mut acts, x.view(), y.view()).unwrap();
+    assert_eq!(eval.to_bits(), forward_loss(&no_drop, &mut acts, x.view(), y.view()).unwrap().to_bits());
+
+    // Some(0.0) on a config with 0.3: training loss = the eval loss, and the update equals the
+    // one of the same model whose config has no dropout
+    let (l0, m0) = step_loss(&with_drop, Some(0.0));
+    let (l_ref, m_ref) = step_loss(&no_drop, None);
+    assert_eq!(l0.to_bits(), l_ref.to_bits());
+    assert!((l0 - eval).abs() < 1e-6, "{l0} vs eval {eval}");
+    assert_eq!(m0.params(), m_ref.params());
+    // None keeps the config's 0.3 (train loss differs from eval); Some(0.3) on a config with 0
+    // gives exactly that run (same masks from the same seed)
+    let (l_cfg, m_cfg) = step_loss(&with_drop, None);
+    assert!((l_cfg - eval).abs() > 1e-3, "dropout 0.3 must change the training loss");
+    let (l_over, m_over) = step_loss(&no_drop, Some(0.3));
+    assert_eq!(l_over.to_bits(), l_cfg.to_bits());
+    assert_eq!(m_over.params(), m_cfg.params());
+
+    // evaluation paths never apply dropout, whatever the model config and the override say
+    for dropout in [None, Some(0.5)] {
+        let mut t = Trainer::new(with_drop.clone(), cfg(dropout)).unwrap();
+        let a = t.loss_on(x.view(), y.view()).unwrap();
+        let b = t.loss_on(x.view(), y.view()).unwrap();
+        assert_eq!((a.to_bits(), b.to_bits()), (eval.to_bits(), eval.to_bits()));
+        let mut src = loader();
+        let e1 = t.eval_loss(&mut src, 2).unwrap();
+        let mut t2 = Trainer::new(no_drop.clone(), cfg(None)).unwrap();
+        let e2 = t2.eval_loss(&mut loader(), 2).unwrap();
+        assert_eq!(e1.to_bits(), e2.to_bits(), "eval_loss applies no dropout");
+    }
+    let ev = gpt2::eval::Evaluator::new(&with_drop);
+    let ids: Vec<u32> = x.row(0).to_vec();
+    let labels: Vec<Option<u32>> = ids[1..].iter().map(|&t| Some(t)).chain([None]).collect();
+    let a = ev.cross_entropy(&ids, &labels).unwrap();
+    let b = gpt2::eval::Evaluator::new(&no_drop).cross_entropy(&ids, &labels).unwrap();
+    assert_eq!(a, b, "the Evaluator applies no dropout");
+
+    // out of range
+    for bad in [1.0f32, -0.1, f32::NAN] {
+        let e = Trainer::new(no_drop.clone(), cfg(Some(bad))).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{bad}: {e}");
+        let opts = BackwardOptions { dropout_seed: Some(1), dropout: Some(bad), ..Default::default() };
+        let mut g = vec![0f32; no_drop.num_parameters()];
+        let e = forward_backward_with(&no_drop, &mut acts, &mut g, x.view(), y.view(), &opts).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{bad}: {e}");
+    }
+}
+
 #[test]
 fn non_finite_values_stop_or_skip_the_step() {
     // a NaN in ln_f gives a NaN loss; one in h.0.ln_1 (swallowed by the attention softmax in
@@ -260,7 +329,7 @@ fn weather_task_loss_falls_and_beats_the_majority_baseline() {
     use gpt2::train::weather::{state_accuracy, WeatherSource, BLOCK_SIZE, VOCAB};
     let model = Gpt2::new_random(Config::nano(BLOCK_SIZE, VOCAB), 1337).unwrap();
     let cfg = TrainerConfig {
-        optimizer: AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 },
+        optimizer: AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, ..Default::default() },
         schedule: LrSchedule::Constant(5e-4),
         grad_clip: Some(1.0),
         ..Default::default()

@@ -826,10 +826,13 @@ pub fn check_hellaswag(data: &[u8]) {
         assert_eq!(ex.endings.len(), NUM_ENDINGS);
         assert!(ex.label < NUM_ENDINGS);
         let v: serde_json::Value = serde_json::from_slice(lines[ex.line - 1]).expect("a parsed line is JSON");
-        for (k, got) in
-            [("activity_label", &ex.activity_label), ("ctx_a", &ex.ctx_a), ("ctx_b", &ex.ctx_b), ("ctx", &ex.ctx)]
-        {
-            assert_eq!(v[k].as_str(), Some(got.as_str()), "field {k} of line {}", ex.line);
+        for (k, got) in [
+            ("activity_label", &ex.activity_label),
+            ("ctx_a", &ex.ctx_a),
+            ("ctx_b", &ex.ctx_b),
+            ("ctx", &Some(ex.ctx.clone())),
+        ] {
+            assert_eq!(v[k].as_str(), got.as_deref(), "field {k} of line {}", ex.line);
         }
         let endings: Vec<&str> = v["endings"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
         assert_eq!(endings, ex.endings);

@@ -29,14 +29,21 @@ use crate::tokenizer::Tokenizer;
 pub const NUM_ENDINGS: usize = 4;
 
 /// One HellaSwag example (the official JSONL fields this crate uses).
+///
+/// `ctx`, `endings` and `label` are all the completion style reads (build-nanogpt's
+/// `render_example` reads nothing else); `activity_label`, `ctx_a` and `ctx_b` are
+/// needed only by the harness style, which names the first missing one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HellaSwagExample {
-    /// ActivityNet or WikiHow category.
-    pub activity_label: String,
-    /// First part of the context.
-    pub ctx_a: String,
-    /// Second (often incomplete) part of the context.
-    pub ctx_b: String,
+    /// ActivityNet or WikiHow category (harness style only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_label: Option<String>,
+    /// First part of the context (harness style only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctx_a: Option<String>,
+    /// Second (often incomplete) part of the context (harness style only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctx_b: Option<String>,
     /// The full context as the dataset stores it (`ctx_a + " " + ctx_b` in practice).
     pub ctx: String,
     /// Exactly four candidate endings.
@@ -77,9 +84,10 @@ pub struct HellaSwagData {
 
 /// Reads a HellaSwag JSONL file (one JSON object per line, blank lines ignored).
 ///
-/// Every line must have string `activity_label`, `ctx_a`, `ctx_b`, `ctx`, an
-/// array of exactly four string `endings` and a `label` in `0..4` (a number or
-/// a string of digits, as the HF datasets copy stores it). A malformed line is
+/// Every line must have a string `ctx`, an array of exactly four string
+/// `endings` and a `label` in `0..4` (a number or a string of digits, as the HF
+/// datasets copy stores it); `activity_label`, `ctx_a` and `ctx_b` are optional
+/// (the harness style needs them) but must be strings when present. A malformed line is
 /// an [`Error::Data`] with its 1-based line number, or, with
 /// [`ReadOptions::skip_malformed`], recorded in [`HellaSwagData::skipped`].
 pub fn read_hellaswag(path: impl AsRef<Path>, opts: ReadOptions) -> Result<HellaSwagData> {
@@ -125,13 +133,14 @@ fn parse_line(raw: &[u8]) -> std::result::Result<HellaSwagExample, String> {
     let text = std::str::from_utf8(raw).map_err(|e| format!("invalid UTF-8: {e}"))?;
     let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
     let obj = v.as_object().ok_or("expected a JSON object")?;
-    let string = |key: &str| -> std::result::Result<String, String> {
+    let optional = |key: &str| -> std::result::Result<Option<String>, String> {
         match obj.get(key) {
-            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(other) => Err(format!("field `{key}` must be a string, found {other}")),
-            None => Err(format!("missing field `{key}`")),
+            None => Ok(None),
         }
     };
+    let string = |key: &str| optional(key)?.ok_or_else(|| format!("missing field `{key}`"));
     let endings = match obj.get("endings") {
         Some(Value::Array(a)) => a
             .iter()
@@ -152,9 +161,9 @@ fn parse_line(raw: &[u8]) -> std::result::Result<HellaSwagExample, String> {
     .filter(|&l| l < NUM_ENDINGS)
     .ok_or_else(|| format!("label must be an integer in 0..{NUM_ENDINGS}, found {}", obj["label"]))?;
     Ok(HellaSwagExample {
-        activity_label: string("activity_label")?,
-        ctx_a: string("ctx_a")?,
-        ctx_b: string("ctx_b")?,
+        activity_label: optional("activity_label")?,
+        ctx_a: optional("ctx_a")?,
+        ctx_b: optional("ctx_b")?,
         ctx: string("ctx")?,
         endings,
         label,
@@ -287,10 +296,14 @@ pub fn render(
             if ctx.is_empty() {
                 return Err(bad("`ctx` encodes to no tokens".into()));
             }
-            for e in &ex.endings {
+            for (k, e) in ex.endings.iter().enumerate() {
                 let end = tok.encode(&format!(" {e}"));
                 if ctx.len() + end.len() - 1 > n_positions {
-                    return Err(Error::SequenceTooLong { len: ctx.len() + end.len(), n_positions });
+                    return Err(bad(format!(
+                        "context + ending {k} are {} tokens, longer than the model's context (n_positions = \
+                         {n_positions})",
+                        ctx.len() + end.len() - 1
+                    )));
                 }
                 r.norm.push(end.len() as f64);
                 r.contexts.push(ctx.clone());
@@ -298,8 +311,12 @@ pub fn render(
             }
         }
         HellaSwagStyle::Harness => {
-            let query =
-                harness_preprocess(&format!("{}: {} {}", ex.activity_label, ex.ctx_a, py_capitalize(&ex.ctx_b)));
+            let field = |name: &str, v: &Option<String>| {
+                v.clone().ok_or_else(|| bad(format!("missing field `{name}` (the harness style needs it)")))
+            };
+            let (label, ctx_a, ctx_b) =
+                (field("activity_label", &ex.activity_label)?, field("ctx_a", &ex.ctx_a)?, field("ctx_b", &ex.ctx_b)?);
+            let query = harness_preprocess(&format!("{label}: {ctx_a} {}", py_capitalize(&ctx_b)));
             for e in &ex.endings {
                 let choice = harness_preprocess(e);
                 let chars = choice.chars().count();
@@ -322,6 +339,46 @@ pub fn render(
         }
     }
     Ok(r)
+}
+
+/// Splits `examples` into those [`render`] accepts for a model with context `n_positions` and
+/// those it refuses (an over-long completion-style example, an ending empty after the harness
+/// preprocessing), which are returned as [`SkippedLine`]s with their reason — what a
+/// `--skip-malformed` run skips instead of aborting.
+///
+/// ```
+/// use gpt2::eval::hellaswag::{partition_renderable, HellaSwagExample, HellaSwagStyle};
+/// let tok = gpt2::Tokenizer::gpt2().unwrap();
+/// let ex = |ctx: &str, line| HellaSwagExample {
+///     activity_label: Some("A".into()), ctx_a: Some(ctx.into()), ctx_b: Some(String::new()), ctx: ctx.into(),
+///     endings: vec!["a".into(), "b".into(), "c".into(), "d".into()], label: 0, line,
+/// };
+/// let long = "word ".repeat(40);
+/// let (ok, skipped) = partition_renderable(vec![ex("Hi.", 1), ex(&long, 2)], &tok, HellaSwagStyle::Completion, 16);
+/// assert_eq!((ok.len(), skipped.len(), skipped[0].line), (1, 1, 2));
+/// ```
+pub fn partition_renderable(
+    examples: Vec<HellaSwagExample>,
+    tok: &Tokenizer,
+    style: HellaSwagStyle,
+    n_positions: usize,
+) -> (Vec<HellaSwagExample>, Vec<SkippedLine>) {
+    let mut skipped = Vec::new();
+    let kept = examples
+        .into_iter()
+        .filter(|ex| match render(ex, tok, style, n_positions) {
+            Ok(_) => true,
+            Err(e) => {
+                let reason = match e {
+                    Error::Data { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                skipped.push(SkippedLine { line: ex.line, reason });
+                false
+            }
+        })
+        .collect();
+    (kept, skipped)
 }
 
 /// lm-evaluation-harness `_encode_pair` for decoder-only models (empty context → EOT).

@@ -42,6 +42,13 @@ use crate::tokenizer::Tokenizer;
 pub const EOT: u32 = 50256;
 
 /// Settings of one generation call.
+///
+/// ```
+/// use gpt2::generate::{GenerateConfig, SamplingParams};
+/// let cfg = GenerateConfig { max_new_tokens: 20, sampling: SamplingParams::greedy(), ..Default::default() };
+/// assert!(cfg.validate().is_ok());
+/// assert!(GenerateConfig { max_new_tokens: 0, ..cfg }.validate().is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateConfig {
     /// Tokens to generate at most per sample (≥ 1).
@@ -157,7 +164,26 @@ pub type OnText<'a> = &'a mut dyn FnMut(usize, &str);
 /// [`Error::SequenceTooLong`] (prompt + `max_new_tokens` > `n_positions`, checked before any
 /// work), [`Error::TokenOutOfVocab`]; [`Error::InvalidArgument`] also when `num_samples` is so
 /// large that the KV cache would exceed the address space (a cache that fits the address space
-/// but not the machine's memory fails like any other allocation).
+/// but not the machine's memory fails like any other allocation); [`Error::NonFinite`] when a
+/// logit about to be sampled is NaN or infinite (broken weights), naming the decode step,
+/// sample and token, instead of a silent empty or cut-off text.
+///
+/// Only ids the tokenizer knows are sampled: a model whose vocabulary is padded past the
+/// tokenizer's (build-nanogpt's 50304 for GPT-2's 50257) never produces a padding id.
+///
+/// ```
+/// use gpt2::generate::{generate, GenerateConfig, SamplingParams};
+/// use gpt2::{Config, Gpt2, Tokenizer};
+/// let tok = Tokenizer::gpt2()?;
+/// let model = Gpt2::new_random(Config::new(1, 2, 16, 32, tok.vocab_size()), 0)?;
+/// let cfg = GenerateConfig { max_new_tokens: 5, sampling: SamplingParams::greedy(), ..Default::default() };
+/// let out = generate(&model, &tok, &tok.encode("Hello"), &cfg, None)?;
+/// let sample = &out.samples[0];
+/// assert!(!sample.token_ids.is_empty() && sample.token_ids.len() <= 5);
+/// // greedy decoding is deterministic
+/// assert_eq!(generate(&model, &tok, &tok.encode("Hello"), &cfg, None)?.samples[0].token_ids, sample.token_ids);
+/// # Ok::<(), gpt2::Error>(())
+/// ```
 pub fn generate(
     model: &Gpt2,
     tok: &Tokenizer,
@@ -283,7 +309,10 @@ fn generate_impl(
     }
     drop(first);
 
-    let mut scratch = vec![0f32; vocab];
+    // Ids the tokenizer can decode: a padded vocabulary (build-nanogpt's 50304 > 50257) has
+    // rows no text belongs to, which are never sampled (the sampler sees only this prefix).
+    let sample_vocab = vocab.min(tok.vocab_size());
+    let mut scratch = vec![0f32; sample_vocab];
     let mut next = vec![pad; b];
     let mut ttft = None;
     let mut steps = 0usize;
@@ -292,7 +321,17 @@ fn generate_impl(
             if row.finished.is_some() {
                 continue;
             }
-            scratch.copy_from_slice(&logits[r * vocab..(r + 1) * vocab]);
+            scratch.copy_from_slice(&logits[r * vocab..r * vocab + sample_vocab]);
+            if let Some(i) = first_non_finite(&scratch) {
+                return Err(Error::NonFinite {
+                    step,
+                    what: format!(
+                        "logit of token {i} is {} (sample {r}, prompt {}); the model produces non-finite \
+                         values (check its weights)",
+                        scratch[i], row.prompt_index
+                    ),
+                });
+            }
             let t = row.sampler.sample(&mut scratch, &row.history);
             row.history.push(t);
             next[r] = t;
@@ -360,6 +399,18 @@ fn generate_impl(
     Ok(Generation { samples, timing })
 }
 
+/// Index of the first NaN or infinite value. The common all-finite case is one branch-free,
+/// vectorisable pass (an OR over the exponent bits); the position is searched only on failure.
+fn first_non_finite(xs: &[f32]) -> Option<usize> {
+    const EXP: u32 = 0x7f80_0000;
+    let any = xs.chunks(8).fold(false, |acc, c| acc | c.iter().fold(false, |a, x| a | (x.to_bits() & EXP == EXP)));
+    if any {
+        xs.iter().position(|x| !x.is_finite())
+    } else {
+        None
+    }
+}
+
 /// The byte offset right after the first stop string that ends in the bytes added since `from`.
 fn find_stop(bytes: &[u8], from: usize, stops: &[String]) -> Option<usize> {
     stops
@@ -416,6 +467,18 @@ mod tests {
                 assert_eq!(three.samples[j * 3 + i].prompt_index, j);
             }
         }
+    }
+
+    #[test]
+    fn non_finite_values_are_found() {
+        let mut xs = vec![0.5f32; 37];
+        assert_eq!(first_non_finite(&xs), None);
+        for (i, v) in [(0, f32::NAN), (17, f32::INFINITY), (36, f32::NEG_INFINITY)] {
+            xs[i] = v;
+            assert_eq!(first_non_finite(&xs), Some(i));
+            xs[i] = f32::MAX;
+        }
+        assert_eq!(first_non_finite(&[]), None);
     }
 
     #[test]

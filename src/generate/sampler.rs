@@ -7,9 +7,19 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 
 /// How the next token is chosen.
+///
+/// ```
+/// use gpt2::generate::SamplingParams;
+/// let nucleus = SamplingParams { temperature: 0.7, top_k: None, top_p: Some(0.9), ..Default::default() };
+/// assert!(nucleus.validate().is_ok() && !nucleus.is_greedy());
+/// assert!(SamplingParams::greedy().is_greedy());
+/// assert!(SamplingParams { top_p: Some(1.5), ..Default::default() }.validate().is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingParams {
-    /// Softmax temperature; `0` means greedy decoding (argmax, first index on ties).
+    /// Softmax temperature; `0` means greedy decoding (argmax, first index on ties). Any
+    /// positive value works: one so small that `logit / T` overflows f32 (down to subnormals)
+    /// keeps the argmax, as the limit `T → 0` does.
     pub temperature: f32,
     /// Keep only the `k` most likely tokens (ties with the k-th logit are kept, as HF does).
     pub top_k: Option<usize>,
@@ -130,8 +140,7 @@ impl Sampler {
         if p.is_greedy() {
             return argmax(logits) as u32;
         }
-        let inv_t = 1.0 / p.temperature;
-        logits.iter_mut().for_each(|l| *l *= inv_t);
+        apply_temperature(logits, p.temperature);
         // Candidates sorted by logit, descending (stable: lower id first on ties).
         self.order.clear();
         self.order.extend((0..logits.len() as u32).filter(|&i| logits[i as usize] > f32::NEG_INFINITY));
@@ -179,6 +188,28 @@ impl Sampler {
             u -= w;
         }
         self.order[keep - 1]
+    }
+}
+
+/// Divides the logits by `temperature` (> 0). When `logit / temperature` would overflow f32 (a
+/// tiny or subnormal temperature, whose reciprocal may itself be infinite), the logits are first
+/// shifted by their maximum and divided in f64: the largest becomes 0, the others large negative
+/// numbers or `-inf`, so sampling keeps the argmax (the limit of a vanishing temperature) instead
+/// of drawing among overflowed `inf`s. Other temperatures take the plain `× 1/T` path.
+fn apply_temperature(logits: &mut [f32], temperature: f32) {
+    let max_abs = logits.iter().filter(|l| l.is_finite()).fold(0f32, |m, l| m.max(l.abs()));
+    let inv_t = 1.0 / temperature;
+    // half of f32::MAX leaves room for the later `l − max` subtraction
+    if inv_t.is_finite() && (max_abs as f64) * (inv_t as f64) < f32::MAX as f64 / 2.0 {
+        logits.iter_mut().for_each(|l| *l *= inv_t);
+        return;
+    }
+    let top = logits.iter().copied().filter(|l| l.is_finite()).fold(f32::NEG_INFINITY, f32::max);
+    let t = temperature as f64;
+    for l in logits.iter_mut() {
+        if l.is_finite() {
+            *l = ((*l as f64 - top as f64) / t) as f32;
+        }
     }
 }
 
@@ -342,6 +373,23 @@ mod tests {
     }
 
     #[test]
+    fn vanishing_temperatures_keep_the_argmax() {
+        // 1/T overflows f32 (1e-40 is subnormal: 1/T is inf); the draw must be the argmax, not
+        // one of the overflowed candidates
+        let logits = [3.0f32, 9.5, -2.0, 9.25, 0.0, 9.0];
+        for t in [1e-38f32, 1e-40, f32::MIN_POSITIVE, 1e-45] {
+            let p = SamplingParams { temperature: t, top_k: None, ..Default::default() };
+            assert_eq!(draws(p, &logits, 20), vec![1; 20], "temperature {t:e}");
+            let p = SamplingParams { temperature: t, top_k: Some(3), top_p: Some(0.9), ..Default::default() };
+            assert_eq!(draws(p, &logits, 20), vec![1; 20], "temperature {t:e} with top-k/top-p");
+        }
+        // an ordinary temperature still samples (the plain path)
+        let p = SamplingParams { temperature: 1.0, top_k: None, ..Default::default() };
+        let got = draws(p, &[0.0, 0.1, 0.2], 200);
+        assert!(got.contains(&0) && got.contains(&1) && got.contains(&2));
+    }
+
+    #[test]
     fn invalid_settings_are_errors() {
         let bad = [
             SamplingParams { temperature: -1.0, ..Default::default() },
@@ -349,7 +397,11 @@ mod tests {
             SamplingParams { top_k: Some(0), ..Default::default() },
             SamplingParams { top_p: Some(0.0), ..Default::default() },
             SamplingParams { top_p: Some(1.5), ..Default::default() },
+            SamplingParams { top_p: Some(f32::NAN), ..Default::default() },
             SamplingParams { min_p: Some(-0.1), ..Default::default() },
+            SamplingParams { min_p: Some(-3.0), ..Default::default() },
+            SamplingParams { min_p: Some(f32::NAN), ..Default::default() },
+            SamplingParams { temperature: f32::INFINITY, ..Default::default() },
             SamplingParams { repetition_penalty: 0.0, ..Default::default() },
         ];
         for p in bad {

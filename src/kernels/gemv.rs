@@ -152,10 +152,18 @@ fn rows_partial(
     if leaves <= 1 || k1 - k0 < 32 {
         acc.fill(0.0);
         #[cfg(target_arch = "x86_64")]
-        if crate::kernels::simd::simd_level() == crate::kernels::simd::SimdLevel::Avx512 {
-            // SAFETY: feature detected; ranges are inside the views.
-            unsafe { x86::rows_avx512(x, w, ldb, k0, k1, c0, c1, acc) };
-            return;
+        match crate::kernels::simd::simd_level() {
+            crate::kernels::simd::SimdLevel::Avx512 => {
+                // SAFETY: feature detected; ranges are inside the views.
+                unsafe { x86::rows_avx512(x, w, ldb, k0, k1, c0, c1, acc) };
+                return;
+            }
+            crate::kernels::simd::SimdLevel::Avx2 => {
+                // SAFETY: as above.
+                unsafe { x86_avx2::rows_avx2(x, w, ldb, k0, k1, c0, c1, acc) };
+                return;
+            }
+            crate::kernels::simd::SimdLevel::Baseline => {}
         }
         rows_portable(x, w, ldb, k0, k1, c0, c1, acc);
         return;
@@ -195,8 +203,10 @@ fn rows_portable(x: &X<'_>, w: &[f32], ldb: usize, k0: usize, k1: usize, c0: usi
 unsafe fn rows_finish(x: &X<'_>, acc: &[f32], c0: usize, c1: usize, out: &Out<'_>) {
     let width = c1 - c0;
     #[cfg(target_arch = "x86_64")]
-    if crate::kernels::simd::simd_level() == crate::kernels::simd::SimdLevel::Avx512 {
-        return x86::finish_rows_avx512(x.m, acc, c0, c1, out);
+    match crate::kernels::simd::simd_level() {
+        crate::kernels::simd::SimdLevel::Avx512 => return x86::finish_rows_avx512(x.m, acc, c0, c1, out),
+        crate::kernels::simd::SimdLevel::Avx2 => return x86_avx2::finish_rows_avx2(x.m, acc, c0, c1, out),
+        crate::kernels::simd::SimdLevel::Baseline => {}
     }
     for r in 0..x.m {
         for j in 0..width {
@@ -211,8 +221,10 @@ unsafe fn rows_finish(x: &X<'_>, acc: &[f32], c0: usize, c1: usize, out: &Out<'_
 /// Columns `c0..c1` of C are this caller's; `bt[j·ldb + p]` = `B[p, j]`.
 unsafe fn dots_block(x: &X<'_>, bt: &[f32], ldb: usize, c0: usize, c1: usize, out: &Out<'_>) {
     #[cfg(target_arch = "x86_64")]
-    if crate::kernels::simd::simd_level() == crate::kernels::simd::SimdLevel::Avx512 {
-        return x86::dots_avx512(x, bt, ldb, c0, c1, out);
+    match crate::kernels::simd::simd_level() {
+        crate::kernels::simd::SimdLevel::Avx512 => return x86::dots_avx512(x, bt, ldb, c0, c1, out),
+        crate::kernels::simd::SimdLevel::Avx2 => return x86_avx2::dots_avx2(x, bt, ldb, c0, c1, out),
+        crate::kernels::simd::SimdLevel::Baseline => {}
     }
     for j in c0..c1 {
         let col = &bt[j * ldb..j * ldb + x.k];
@@ -229,11 +241,20 @@ unsafe fn dots_block(x: &X<'_>, bt: &[f32], ldb: usize, c0: usize, c1: usize, ou
 /// The panels' columns of C are this caller's.
 unsafe fn packed_block(x: &X<'_>, pb: &PackedB, p0: usize, p1: usize, out: &Out<'_>) {
     #[cfg(target_arch = "x86_64")]
-    if crate::kernels::simd::simd_level() == crate::kernels::simd::SimdLevel::Avx512 {
-        for p in p0..p1 {
-            x86::panel_avx512(x, pb, p, out);
+    match crate::kernels::simd::simd_level() {
+        crate::kernels::simd::SimdLevel::Avx512 => {
+            for p in p0..p1 {
+                x86::panel_avx512(x, pb, p, out);
+            }
+            return;
         }
-        return;
+        crate::kernels::simd::SimdLevel::Avx2 => {
+            for p in p0..p1 {
+                x86_avx2::panel_avx2(x, pb, p, out);
+            }
+            return;
+        }
+        crate::kernels::simd::SimdLevel::Baseline => {}
     }
     let mut buf = [0f32; 32 * 64];
     let n = pb.n();
@@ -623,6 +644,345 @@ mod x86 {
             finish16(v0, cp, j0, m0, &out.epi);
             if valid > 16 {
                 finish16(v1, cp.add(16), j0 + 16, m1, &out.epi);
+            }
+        }
+    }
+}
+
+/// AVX2+FMA leaves (CPUs without AVX-512). The row-major leaf and its epilogue follow the
+/// AVX2 GEMM micro-kernel's order exactly (one FMA chain per output over k, then `+ bias`,
+/// `+ C`, GELU), so a GEMV row equals the same row computed by the GEMM bit for bit.
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Lane mask with the first `valid` (≤ 8) lanes set.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn mask8(valid: usize) -> __m256i {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(valid.min(8) as i32), idx)
+    }
+
+    /// Epilogue for 8 outputs of one row starting at column `j` (`mask` = valid lanes).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn finish8(acc: __m256, cp: *mut f32, j: usize, mask: __m256i, epi: &Epilogue<'_>) {
+        let mut r = acc;
+        r = match epi.bias {
+            Some(b) => _mm256_add_ps(r, _mm256_maskload_ps(b.as_ptr().add(j), mask)),
+            None => _mm256_add_ps(r, _mm256_setzero_ps()),
+        };
+        if epi.accumulate {
+            r = _mm256_add_ps(r, _mm256_maskload_ps(cp, mask));
+        }
+        if epi.gelu {
+            r = vmath::avx2::gelu(r);
+        }
+        _mm256_maskstore_ps(cp, mask, r);
+    }
+
+    /// Leaf of the row-major GEMV: rows `k0..k1`, four weight rows per step, into the
+    /// accumulator block `acc[m][c1−c0]` (L1 resident).
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn rows_avx2(
+        x: &X<'_>,
+        w: &[f32],
+        ldb: usize,
+        k0: usize,
+        k1: usize,
+        c0: usize,
+        c1: usize,
+        acc: &mut [f32],
+    ) {
+        let width = c1 - c0;
+        let nfull = width / 8;
+        let rem = width % 8;
+        let tail = mask8(rem);
+        let wp = w.as_ptr().add(c0);
+        let xp = x.data.as_ptr();
+        let ap = acc.as_mut_ptr();
+        let mut p = k0;
+        while p + 4 <= k1 {
+            let (w0, w1, w2, w3) =
+                (wp.add(p * ldb), wp.add((p + 1) * ldb), wp.add((p + 2) * ldb), wp.add((p + 3) * ldb));
+            for r in 0..x.m {
+                let xr = xp.add(r * x.ld + p);
+                let (x0, x1, x2, x3) = (
+                    _mm256_set1_ps(*xr),
+                    _mm256_set1_ps(*xr.add(1)),
+                    _mm256_set1_ps(*xr.add(2)),
+                    _mm256_set1_ps(*xr.add(3)),
+                );
+                let ar = ap.add(r * width);
+                for v in 0..nfull {
+                    let o = v * 8;
+                    let mut s = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w0.add(o)), _mm256_loadu_ps(ar.add(o)));
+                    s = _mm256_fmadd_ps(x1, _mm256_loadu_ps(w1.add(o)), s);
+                    s = _mm256_fmadd_ps(x2, _mm256_loadu_ps(w2.add(o)), s);
+                    s = _mm256_fmadd_ps(x3, _mm256_loadu_ps(w3.add(o)), s);
+                    _mm256_storeu_ps(ar.add(o), s);
+                }
+                if rem > 0 {
+                    let o = nfull * 8;
+                    let mut s =
+                        _mm256_fmadd_ps(x0, _mm256_maskload_ps(w0.add(o), tail), _mm256_maskload_ps(ar.add(o), tail));
+                    s = _mm256_fmadd_ps(x1, _mm256_maskload_ps(w1.add(o), tail), s);
+                    s = _mm256_fmadd_ps(x2, _mm256_maskload_ps(w2.add(o), tail), s);
+                    s = _mm256_fmadd_ps(x3, _mm256_maskload_ps(w3.add(o), tail), s);
+                    _mm256_maskstore_ps(ar.add(o), tail, s);
+                }
+            }
+            p += 4;
+        }
+        while p < k1 {
+            let w0 = wp.add(p * ldb);
+            for r in 0..x.m {
+                let x0 = _mm256_set1_ps(*xp.add(r * x.ld + p));
+                let ar = ap.add(r * width);
+                for v in 0..nfull {
+                    let o = v * 8;
+                    let s = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w0.add(o)), _mm256_loadu_ps(ar.add(o)));
+                    _mm256_storeu_ps(ar.add(o), s);
+                }
+                if rem > 0 {
+                    let o = nfull * 8;
+                    let s =
+                        _mm256_fmadd_ps(x0, _mm256_maskload_ps(w0.add(o), tail), _mm256_maskload_ps(ar.add(o), tail));
+                    _mm256_maskstore_ps(ar.add(o), tail, s);
+                }
+            }
+            p += 1;
+        }
+    }
+
+    /// Epilogue + store of an accumulator block `acc[m][c1−c0]`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn finish_rows_avx2(m: usize, acc: &[f32], c0: usize, c1: usize, out: &Out<'_>) {
+        let width = c1 - c0;
+        for r in 0..m {
+            let mut v = 0;
+            while v < width {
+                let mk = mask8(width - v);
+                let a = _mm256_maskload_ps(acc.as_ptr().add(r * width + v), mk);
+                let j = c0 + v;
+                finish8(a, out.c.get().add(r * out.ldc + j), j, mk, &out.epi);
+                v += 8;
+            }
+        }
+    }
+
+    /// Horizontal sum of 8 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Transposed weights: dot products, 4 columns × up to 2 rows per register block.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dots_avx2(x: &X<'_>, bt: &[f32], ldb: usize, c0: usize, c1: usize, out: &Out<'_>) {
+        let mut r0 = 0;
+        while r0 < x.m {
+            if x.m - r0 == 1 {
+                dots_rows::<1>(x, r0, bt, ldb, c0, c1, out);
+            } else {
+                dots_rows::<2>(x, r0, bt, ldb, c0, c1, out);
+            }
+            r0 += 2;
+        }
+    }
+
+    /// `R` activation rows × 4 contiguous weight rows at a time.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn dots_rows<const R: usize>(
+        x: &X<'_>,
+        r0: usize,
+        bt: &[f32],
+        ldb: usize,
+        c0: usize,
+        c1: usize,
+        out: &Out<'_>,
+    ) {
+        let k = x.k;
+        let (kfull, rem) = (k / 8, k % 8);
+        let mrem = mask8(rem);
+        let mut xs = [x.data.as_ptr(); R];
+        for (r, xr) in xs.iter_mut().enumerate() {
+            *xr = x.data.as_ptr().add((r0 + r) * x.ld);
+        }
+        let mut j = c0;
+        while j < c1 {
+            let nj = 4.min(c1 - j);
+            let mut w = [bt.as_ptr(); 4];
+            for (jj, wj) in w.iter_mut().enumerate() {
+                // missing columns re-read the last one (computed, never stored)
+                *wj = bt.as_ptr().add((j + jj.min(nj - 1)) * ldb);
+            }
+            let mut acc = [[_mm256_setzero_ps(); 4]; R];
+            for v in 0..kfull {
+                let o = v * 8;
+                for (jj, wj) in w.iter().enumerate() {
+                    let wv = _mm256_loadu_ps(wj.add(o));
+                    for r in 0..R {
+                        acc[r][jj] = _mm256_fmadd_ps(_mm256_loadu_ps(xs[r].add(o)), wv, acc[r][jj]);
+                    }
+                }
+            }
+            if rem > 0 {
+                let o = kfull * 8;
+                for (jj, wj) in w.iter().enumerate() {
+                    let wv = _mm256_maskload_ps(wj.add(o), mrem);
+                    for r in 0..R {
+                        acc[r][jj] = _mm256_fmadd_ps(_mm256_maskload_ps(xs[r].add(o), mrem), wv, acc[r][jj]);
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                for (jj, &a) in acc_r.iter().enumerate().take(nj) {
+                    let cp = out.c.get().add((r0 + r) * out.ldc + j + jj);
+                    finish_scalar(hsum(a), cp, j + jj, &out.epi);
+                }
+            }
+            j += 4;
+        }
+    }
+
+    /// Software prefetch distance in the weight stream.
+    const PF_BYTES: usize = 8192;
+
+    /// Loads 8 consecutive stored weights at element `idx` of an f32/f16/int8 panel as f32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(data: &PackedData, idx: usize) -> __m256 {
+        match data {
+            PackedData::F32(d) => _mm256_loadu_ps(d.as_ptr().add(idx)),
+            PackedData::F16(d) => _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().add(idx) as *const __m128i)),
+            PackedData::I8 { q, .. } => {
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(q.as_ptr().add(idx) as *const __m128i)))
+            }
+            PackedData::Bf16(_) => unreachable!("bf16 panels are read in pairs"),
+        }
+    }
+
+    /// Stored bytes per element of an f32/f16/int8 panel.
+    #[inline]
+    fn elem_bytes(data: &PackedData) -> usize {
+        match data {
+            PackedData::F32(_) => 4,
+            PackedData::F16(_) => 2,
+            PackedData::I8 { .. } => 1,
+            PackedData::Bf16(_) => 4,
+        }
+    }
+
+    /// One packed panel (32 columns): all rows, f32 accumulation, epilogue on store.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn panel_avx2(x: &X<'_>, pb: &PackedB, p: usize, out: &Out<'_>) {
+        match x.m {
+            1 => panel_avx2_m::<1>(x, pb, p, out),
+            2 => panel_avx2_m::<2>(x, pb, p, out),
+            3 => panel_avx2_m::<3>(x, pb, p, out),
+            _ => panel_avx2_m::<SMALL_M>(x, pb, p, out),
+        }
+    }
+
+    /// [`panel_avx2`] for exactly `M` rows when `M < SMALL_M`; `M == SMALL_M` serves any count ≤ 8.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn panel_avx2_m<const M: usize>(x: &X<'_>, pb: &PackedB, p: usize, out: &Out<'_>) {
+        let rows = if M < SMALL_M { M } else { x.m };
+        let k = x.k;
+        let n = pb.n();
+        let xp = x.data.as_ptr();
+        let mut acc = [[_mm256_setzero_ps(); 4]; M];
+        match &pb.data {
+            PackedData::Bf16(d) => {
+                let kp = k.div_ceil(2);
+                let bp = d.as_ptr().add(p * kp * 32);
+                let hi_mask = _mm256_set1_epi32(0xffff_0000u32 as i32);
+                for pp in 0..kp {
+                    let row = bp.add(pp * 32);
+                    let ahead = (row as *const i8).add(PF_BYTES);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.add(64));
+                    let mut ev = [_mm256_setzero_ps(); 4];
+                    let mut od = [_mm256_setzero_ps(); 4];
+                    for q in 0..4 {
+                        let v = _mm256_loadu_si256(row.add(q * 8) as *const __m256i);
+                        ev[q] = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v));
+                        od[q] = _mm256_castsi256_ps(_mm256_and_si256(v, hi_mask));
+                    }
+                    let odd = 2 * pp + 1 < k;
+                    for (r, a) in acc.iter_mut().enumerate().take(rows) {
+                        let xr = xp.add(r * x.ld + 2 * pp);
+                        let xe = _mm256_set1_ps(*xr);
+                        for q in 0..4 {
+                            a[q] = _mm256_fmadd_ps(xe, ev[q], a[q]);
+                        }
+                        if odd {
+                            let xo = _mm256_set1_ps(*xr.add(1));
+                            for q in 0..4 {
+                                a[q] = _mm256_fmadd_ps(xo, od[q], a[q]);
+                            }
+                        }
+                    }
+                }
+            }
+            data => {
+                let base = p * k * 32;
+                let elem = elem_bytes(data);
+                let raw = match data {
+                    PackedData::F32(d) => d.as_ptr() as *const i8,
+                    PackedData::F16(d) => d.as_ptr() as *const i8,
+                    PackedData::I8 { q, .. } => q.as_ptr(),
+                    PackedData::Bf16(d) => d.as_ptr() as *const i8,
+                }
+                .add(base * elem);
+                for q in 0..k {
+                    // every 64-byte line of this panel row (32 · elem bytes), PF_BYTES ahead
+                    if (q * 32 * elem) % 64 == 0 {
+                        let ahead = raw.add(q * 32 * elem + PF_BYTES);
+                        for line in 0..elem.div_ceil(2) {
+                            _mm_prefetch::<_MM_HINT_T0>(ahead.add(line * 64));
+                        }
+                    }
+                    let idx = base + q * 32;
+                    let wv = [load8(data, idx), load8(data, idx + 8), load8(data, idx + 16), load8(data, idx + 24)];
+                    for (r, a) in acc.iter_mut().enumerate().take(rows) {
+                        let xa = _mm256_set1_ps(*xp.add(r * x.ld + q));
+                        for qq in 0..4 {
+                            a[qq] = _mm256_fmadd_ps(xa, wv[qq], a[qq]);
+                        }
+                    }
+                }
+            }
+        }
+        let j0 = p * 32;
+        let valid = 32.min(n - j0);
+        let scale = match &pb.data {
+            PackedData::I8 { scale, .. } => Some(scale.as_ptr().add(j0)),
+            _ => None,
+        };
+        for (r, a) in acc.iter().enumerate().take(rows) {
+            let cp = out.c.get().add(r * out.ldc + j0);
+            for (q, &aq) in a.iter().enumerate() {
+                let lo = q * 8;
+                if lo >= valid {
+                    break;
+                }
+                let v = match scale {
+                    Some(s) => _mm256_mul_ps(aq, _mm256_loadu_ps(s.add(lo))),
+                    None => aq,
+                };
+                finish8(v, cp.add(lo), j0 + lo, mask8(valid - lo), &out.epi);
             }
         }
     }

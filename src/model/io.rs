@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors};
 
@@ -43,7 +43,7 @@ impl SaveDtype {
             SaveDtype::BF16 => "BF16",
         }
     }
-    fn size(self) -> usize {
+    pub(super) fn size(self) -> usize {
         match self {
             SaveDtype::F32 => 4,
             _ => 2,
@@ -56,7 +56,22 @@ pub const CONFIG_METADATA_KEY: &str = "gpt2.config";
 
 impl Gpt2 {
     /// Loads a checkpoint from a directory (`config.json` + `model.safetensors`, the
-    /// hub layout) or a single `.safetensors` file. For a bare file the config is
+    /// hub layout; or `config.json` + a sharded `model.safetensors.index.json`, see
+    /// [`Gpt2::save_sharded`]) or a single `.safetensors` file. A directory or file holding only a
+    /// PyTorch pickle (`pytorch_model.bin`) is refused with [`Error::UnsupportedCheckpoint`],
+    /// which says how to convert it. To find a model by hub id, see [`Gpt2::from_pretrained`].
+    ///
+    /// ```
+    /// use gpt2::Gpt2;
+    /// # let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/tiny");
+    /// let model = Gpt2::load(&dir)?; // config.json + model.safetensors
+    /// let logits = model.logits(&[1, 2, 3])?;
+    /// assert_eq!(logits.dim(), (3, model.config().vocab_size));
+    /// assert!(matches!(Gpt2::load("/no/such/dir"), Err(gpt2::Error::NotFound(_))));
+    /// # Ok::<(), gpt2::Error>(())
+    /// ```
+    ///
+    /// For a bare file the config is
     /// taken from the file's metadata (written by [`Gpt2::save`]), else from a
     /// `config.json` beside it, else inferred from tensor shapes with GPT-2's
     /// head width of 64.
@@ -64,6 +79,9 @@ impl Gpt2 {
         let path = path.as_ref();
         if !path.exists() {
             return Err(Error::NotFound(path.to_path_buf()));
+        }
+        if let Some(loaded) = super::sharded::load_other_layouts(path) {
+            return loaded; // sharded checkpoint, or a typed error for PyTorch pickles
         }
         let (file, config_path) = if path.is_dir() {
             let st = path.join("model.safetensors");
@@ -231,11 +249,11 @@ pub fn write_safetensors(
 }
 
 /// Non-weight buffers found in hub checkpoints.
-fn is_buffer(key: &str) -> bool {
+pub(super) fn is_buffer(key: &str) -> bool {
     key.ends_with(".attn.bias") || key.ends_with(".attn.masked_bias")
 }
 
-fn strip(key: &str) -> &str {
+pub(super) fn strip(key: &str) -> &str {
     key.strip_prefix("transformer.").unwrap_or(key)
 }
 
@@ -515,7 +533,7 @@ fn load_tensors(
 }
 
 /// Bytes per element of a dtype this crate reads.
-fn dtype_size(dtype: Dtype, name: &str) -> Result<usize> {
+pub(super) fn dtype_size(dtype: Dtype, name: &str) -> Result<usize> {
     match dtype {
         Dtype::F32 => Ok(4),
         Dtype::F16 | Dtype::BF16 => Ok(2),
@@ -525,7 +543,7 @@ fn dtype_size(dtype: Dtype, name: &str) -> Result<usize> {
 }
 
 /// Converts little-endian tensor bytes of `dtype` into f32.
-fn convert_into(dst: &mut [f32], bytes: &[u8], dtype: Dtype, name: &str) -> Result<()> {
+pub(super) fn convert_into(dst: &mut [f32], bytes: &[u8], dtype: Dtype, name: &str) -> Result<()> {
     let size = dtype_size(dtype, name)?;
     if bytes.len() != dst.len() * size {
         return Err(Error::ShapeMismatch {
@@ -558,9 +576,4 @@ fn convert_into(dst: &mut [f32], bytes: &[u8], dtype: Dtype, name: &str) -> Resu
         _ => unreachable!(),
     }
     Ok(())
-}
-
-/// Path helper used by examples: the default bundled model directory.
-pub fn bundled_model_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("model")
 }

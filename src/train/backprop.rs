@@ -201,12 +201,10 @@ fn load_batch(
     tokens: ArrayView2<'_, u32>,
     targets: ArrayView2<'_, i32>,
     backward: bool,
-    dropout: bool,
+    dropout: Option<Dropout>,
 ) -> Result<usize> {
     let cfg = model.config();
-    let any = cfg.embd_pdrop > 0.0 || cfg.attn_pdrop > 0.0 || cfg.resid_pdrop > 0.0;
-    acts.drop =
-        (dropout && any).then_some(Dropout { embd: cfg.embd_pdrop, attn: cfg.attn_pdrop, resid: cfg.resid_pdrop });
+    acts.drop = dropout.filter(|d| d.embd > 0.0 || d.attn > 0.0 || d.resid > 0.0);
     let (b, t) = tokens.dim();
     if b == 0 || t == 0 {
         return Err(Error::EmptyInput(format!("token batch has shape [{b}, {t}]")));
@@ -292,7 +290,7 @@ fn forward_body(model: &Gpt2, a: &mut Activations, rng: &Rng) {
             HeadView::from_qkv(qkv, 1, t, c, hd),
             HeadView::from_qkv(qkv, 2, t, c, hd),
             None,
-            AttnDims { b, tq: t, past: 0, nh, hd },
+            AttnDims::new(b, t, 0, nh, hd).with_scale(model.config().attn_scale(l)),
         );
         if let Some(d) = drop.filter(|d| d.attn > 0.0) {
             let pd = &mut a.drop_probs[l * probs_len..(l + 1) * probs_len];
@@ -529,6 +527,7 @@ fn backward_body(model: &Gpt2, a: &mut Activations, grads: &mut [f32], mask: &Gr
             t,
             nh,
             hd,
+            model.config().attn_scale(l),
         );
         dln.fill(0.0);
         {
@@ -604,12 +603,15 @@ pub struct BackwardOptions<'a> {
     /// Train mode: apply the config's dropout with masks drawn from this seed (same seed, same
     /// masks). `None` = eval mode (no dropout).
     pub dropout_seed: Option<u64>,
+    /// In train mode, this probability replaces the config's `embd_pdrop`, `attn_pdrop` and
+    /// `resid_pdrop` (`Some(0.0)`: no dropout whatever the config says). Must be in `[0, 1)`.
+    pub dropout: Option<f32>,
 }
 
 impl Default for BackwardOptions<'static> {
     fn default() -> Self {
         static ALL: std::sync::OnceLock<GradMask> = std::sync::OnceLock::new();
-        BackwardOptions { loss_scale: 1.0, mask: ALL.get_or_init(GradMask::all), dropout_seed: None }
+        BackwardOptions { loss_scale: 1.0, mask: ALL.get_or_init(GradMask::all), dropout_seed: None, dropout: None }
     }
 }
 
@@ -666,7 +668,20 @@ pub fn forward_backward_with(
             model.num_parameters()
         )));
     }
-    let valid = load_batch(model, acts, tokens, targets, true, opts.dropout_seed.is_some())?;
+    let dropout = match (opts.dropout_seed, opts.dropout) {
+        (None, _) => None,
+        (Some(_), Some(p)) => {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::arg("dropout", format!("{p} is not in [0, 1)")));
+            }
+            Some(Dropout { embd: p, attn: p, resid: p })
+        }
+        (Some(_), None) => {
+            let cfg = model.config();
+            Some(Dropout { embd: cfg.embd_pdrop, attn: cfg.attn_pdrop, resid: cfg.resid_pdrop })
+        }
+    };
+    let valid = load_batch(model, acts, tokens, targets, true, dropout)?;
     forward_body(model, acts, &Rng::new(opts.dropout_seed.unwrap_or(0)));
     let scale = opts.loss_scale / valid as f32;
     let sum = head(model, acts, Some((grads, opts.mask)), scale);
@@ -682,7 +697,7 @@ pub fn forward_loss(
     tokens: ArrayView2<'_, u32>,
     targets: ArrayView2<'_, i32>,
 ) -> Result<f32> {
-    let valid = load_batch(model, acts, tokens, targets, false, false)?;
+    let valid = load_batch(model, acts, tokens, targets, false, None)?;
     forward_body(model, acts, &Rng::new(0));
     let sum = head(model, acts, None, 0.0);
     Ok((sum / valid as f64) as f32)

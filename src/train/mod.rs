@@ -4,7 +4,8 @@
 //!   pass through every layer ([`forward_backward`], [`forward_loss`], [`Activations`]).
 //! - [`checkpoint`]: [`Checkpoint`] — model + optimizer + step + data position, resumed
 //!   bit-identically ([`Trainer::save_checkpoint`], [`Trainer::from_checkpoint`]).
-//! - [`optim`]: [`AdamW`] (decoupled weight decay on ≥ 2-D tensors) and global-norm clipping.
+//! - [`optim`]: [`AdamW`] (decoupled weight decay on ≥ 2-D tensors, or on all with
+//!   [`DecayGroups::All`]) and global-norm clipping.
 //! - [`schedule`]: [`LrSchedule`] (constant, nanoGPT's warmup + cosine).
 //! - [`select`]: [`ParamSelection`] / [`GradMask`] — train a subset of the tensors.
 //! - [`plot`]: loss curves as SVG / PNG.
@@ -26,9 +27,10 @@ pub mod select;
 pub mod trainer;
 pub mod weather;
 
+pub use crate::fsutil::ensure_writable_dir;
 pub use backprop::{forward_backward, forward_backward_with, forward_loss, Activations, BackwardOptions};
 pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT};
-pub use optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig};
+pub use optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, DecayGroups};
 pub use schedule::LrSchedule;
 pub use select::{GradMask, ParamSelection};
 pub use trainer::{

@@ -1,8 +1,9 @@
 //! AdamW with decoupled weight decay, and global-norm gradient clipping.
 //!
 //! The update follows `torch.optim.AdamW` (single-tensor CPU path) operation by operation:
-//! `p ← p·(1 − lr·wd)` (only tensors with ≥ 2 dimensions, as nanoGPT's `configure_optimizers`
-//! groups them), `m ← m + (1−β₁)(g − m)`, `v ← β₂v + (1−β₂)g²`,
+//! `p ← p·(1 − lr·wd)` (by default only tensors with ≥ 2 dimensions, as nanoGPT's
+//! `configure_optimizers` groups them; [`DecayGroups::All`] decays every tensor, as
+//! `torch.optim.AdamW(model.parameters(), …)` does), `m ← m + (1−β₁)(g − m)`, `v ← β₂v + (1−β₂)g²`,
 //! `p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)`. Moments live in flat buffers that cover only
 //! the trainable tensors; the update runs in parallel over fixed segments (deterministic).
 
@@ -18,12 +19,66 @@ use crate::model::ParamLayout;
 /// Elements per parallel task of the optimizer and the norm.
 const SEGMENT: usize = 1 << 15;
 
-/// AdamW hyper-parameters (PyTorch's defaults).
+/// Which tensors weight decay applies to.
 ///
 /// ```
-/// let c = gpt2::train::AdamWConfig { weight_decay: 0.1, beta2: 0.95, ..Default::default() };
-/// assert!(c.validate().is_ok());
-/// assert!(gpt2::train::AdamWConfig { beta1: 1.0, ..c }.validate().is_err());
+/// use gpt2::train::DecayGroups;
+/// assert_eq!("all".parse::<DecayGroups>().unwrap(), DecayGroups::All);
+/// assert_eq!("nanogpt".parse::<DecayGroups>().unwrap(), DecayGroups::Matrices);
+/// assert_eq!(DecayGroups::default().to_string(), "nanogpt");
+/// assert!("some".parse::<DecayGroups>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecayGroups {
+    /// nanoGPT's `configure_optimizers`: tensors with ≥ 2 dimensions (the matrices and the
+    /// embeddings) decay, biases and layer-norm parameters do not.
+    #[default]
+    Matrices,
+    /// Every trainable tensor decays: `torch.optim.AdamW(model.parameters(), weight_decay=…)`.
+    All,
+}
+
+impl DecayGroups {
+    /// Whether a tensor of this shape decays.
+    pub fn decays(self, shape: &[usize]) -> bool {
+        match self {
+            DecayGroups::Matrices => shape.len() >= 2,
+            DecayGroups::All => true,
+        }
+    }
+}
+
+impl std::str::FromStr for DecayGroups {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "nanogpt" | "matrices" => Ok(DecayGroups::Matrices),
+            "all" => Ok(DecayGroups::All),
+            other => Err(Error::arg("weight_decay_groups", format!("`{other}` is not `nanogpt` or `all`"))),
+        }
+    }
+}
+
+impl std::fmt::Display for DecayGroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DecayGroups::Matrices => "nanogpt",
+            DecayGroups::All => "all",
+        })
+    }
+}
+
+/// AdamW hyper-parameters (PyTorch's defaults; weight decay grouped as nanoGPT does).
+///
+/// ```
+/// use gpt2::train::{AdamWConfig, DecayGroups};
+/// let c = AdamWConfig { weight_decay: 0.1, beta2: 0.95, ..Default::default() };
+/// assert_eq!(c.decay_groups, DecayGroups::Matrices);
+/// // as `torch.optim.AdamW(model.parameters(), betas=(0.9, 0.95), weight_decay=0.1)`:
+/// let torch_like = AdamWConfig { decay_groups: DecayGroups::All, ..c };
+/// assert!(c.validate().is_ok() && torch_like.validate().is_ok());
+/// assert!(AdamWConfig { beta1: 1.0, ..c }.validate().is_err());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
@@ -33,13 +88,17 @@ pub struct AdamWConfig {
     pub beta2: f64,
     /// Denominator epsilon (> 0).
     pub eps: f64,
-    /// Decoupled weight decay (≥ 0), applied as `p·(1 − lr·wd)` to tensors with ≥ 2 dimensions.
+    /// Decoupled weight decay (≥ 0), applied as `p·(1 − lr·wd)` to the tensors
+    /// [`decay_groups`](Self::decay_groups) selects.
     pub weight_decay: f64,
+    /// Which tensors decay (default: nanoGPT's grouping, matrices only).
+    #[serde(default)]
+    pub decay_groups: DecayGroups,
 }
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+        AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decay_groups: DecayGroups::Matrices }
     }
 }
 
@@ -80,7 +139,7 @@ pub struct AdamW {
 }
 
 /// Splits the trainable tensors into segments of at most [`SEGMENT`] scalars.
-fn segments(layout: &ParamLayout, mask: &GradMask) -> Vec<Segment> {
+fn segments(layout: &ParamLayout, mask: &GradMask, groups: DecayGroups) -> Vec<Segment> {
     let mut out = Vec::new();
     let mut state = 0;
     for p in layout.params() {
@@ -91,7 +150,7 @@ fn segments(layout: &ParamLayout, mask: &GradMask) -> Vec<Segment> {
         let mut s = r.start;
         while s < r.end {
             let e = (s + SEGMENT).min(r.end);
-            out.push(Segment { params: s..e, state, decay: p.shape.len() >= 2 });
+            out.push(Segment { params: s..e, state, decay: groups.decays(&p.shape) });
             state += e - s;
             s = e;
         }
@@ -103,9 +162,11 @@ impl AdamW {
     /// Zeroed moments for the tensors `mask` selects. Errors: invalid settings.
     pub fn new(layout: &ParamLayout, mask: &GradMask, cfg: AdamWConfig) -> Result<Self> {
         cfg.validate()?;
-        let segments = segments(layout, mask);
+        let segments = segments(layout, mask, cfg.decay_groups);
         let n = segments.iter().map(|s| s.params.len()).sum();
-        Ok(AdamW { cfg, m: vec![0.0; n], v: vec![0.0; n], t: 0, segments })
+        let (m, v) =
+            (crate::mem::zeroed_f32(n, "AdamW first moments")?, crate::mem::zeroed_f32(n, "AdamW second moments")?);
+        Ok(AdamW { cfg, m, v, t: 0, segments })
     }
 
     /// The hyper-parameters.
@@ -142,7 +203,7 @@ impl AdamW {
     /// One update of `params` from `grads` (both the full flat buffer) at learning rate `lr`.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f64) {
         self.t += 1;
-        let AdamWConfig { beta1, beta2, eps, weight_decay } = self.cfg;
+        let AdamWConfig { beta1, beta2, eps, weight_decay, .. } = self.cfg;
         let t = self.t as i32;
         let bc1 = 1.0 - beta1.powi(t);
         let bc2 = 1.0 - beta2.powi(t);
@@ -244,7 +305,7 @@ mod tests {
     fn adamw_matches_hand_computed_steps_and_decays_only_matrices() {
         let layout = ParamLayout::new(&Config::new(1, 1, 4, 4, 6));
         let mask = GradMask::all();
-        let cfg = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+        let cfg = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, ..Default::default() };
         let mut opt = AdamW::new(&layout, &mask, cfg).unwrap();
         let mut p = vec![1.0f32; layout.total()];
         let g = vec![0.5f32; layout.total()];
@@ -255,6 +316,12 @@ mod tests {
         assert!((p[wte] - (1.0 * (1.0 - 0.001) - 0.01)).abs() < 1e-6, "{}", p[wte]);
         assert!((p[ln] - (1.0 - 0.01)).abs() < 1e-6, "{}", p[ln]);
         assert_eq!(opt.steps(), 1);
+        // DecayGroups::All: the layer norm decays too
+        let mut all = AdamW::new(&layout, &mask, AdamWConfig { decay_groups: DecayGroups::All, ..cfg }).unwrap();
+        let mut p = vec![1.0f32; layout.total()];
+        all.step(&mut p, &g, 0.01);
+        assert!((p[wte] - (1.0 * (1.0 - 0.001) - 0.01)).abs() < 1e-6, "{}", p[wte]);
+        assert!((p[ln] - (1.0 * (1.0 - 0.001) - 0.01)).abs() < 1e-6, "{}", p[ln]);
         assert!(AdamW::new(&layout, &mask, AdamWConfig { eps: 0.0, ..cfg }).is_err());
         assert!(AdamW::new(&layout, &mask, AdamWConfig { weight_decay: -1.0, ..cfg }).is_err());
     }

@@ -45,9 +45,16 @@ pub struct TrainerConfig {
     pub non_finite: NonFinitePolicy,
     /// Which tensors are trained (the rest are frozen: no gradient, no optimizer state).
     pub selection: ParamSelection,
-    /// Seed of the dropout masks (used only when the model config has dropout): micro-batch `i`
-    /// of step `s` uses masks derived from `(seed, s, i)`, so runs and resumed runs repeat.
+    /// Seed of the dropout masks (used only when dropout is on): micro-batch `i` of step `s`
+    /// uses masks derived from `(seed, s, i)`, so runs and resumed runs repeat.
     pub seed: u64,
+    /// Training dropout probability for the embeddings, attention and residual branches,
+    /// replacing the model config's `embd_pdrop` / `attn_pdrop` / `resid_pdrop` (`None`: use
+    /// the config's; `Some(0.0)`: no dropout, e.g. nanoGPT `train.py`'s default). In `[0, 1)`.
+    /// Evaluation ([`Trainer::eval_loss`], [`Trainer::loss_on`], hooks, `Evaluator`) never
+    /// applies dropout.
+    #[serde(default)]
+    pub dropout: Option<f32>,
 }
 
 impl Default for TrainerConfig {
@@ -60,6 +67,7 @@ impl Default for TrainerConfig {
             non_finite: NonFinitePolicy::Error,
             selection: ParamSelection::all(),
             seed: 0,
+            dropout: None,
         }
     }
 }
@@ -136,8 +144,10 @@ fn to_targets(y: &Array2<u32>) -> Result<Array2<i32>> {
 }
 
 impl Trainer {
-    /// A trainer for `model`. Errors: invalid optimizer / schedule settings, `grad_accum == 0`,
-    /// a non-positive / non-finite clip, a selection that matches nothing.
+    /// A trainer for `model`. Errors: [`Error::OutOfMemory`] when the gradients and AdamW moments
+    /// (3 × the parameters, f32) exceed the memory available; invalid optimizer / schedule
+    /// settings, `grad_accum == 0`, a non-positive / non-finite clip, a dropout outside `[0, 1)`,
+    /// a selection that matches nothing.
     pub fn new(model: Gpt2, cfg: TrainerConfig) -> Result<Self> {
         cfg.schedule.validate()?;
         if cfg.grad_accum == 0 {
@@ -148,9 +158,18 @@ impl Trainer {
                 return Err(Error::arg("grad_clip", format!("{c} must be finite and > 0")));
             }
         }
+        if let Some(p) = cfg.dropout {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::arg("dropout", format!("{p} is not in [0, 1)")));
+            }
+        }
         let mask = cfg.selection.resolve(model.layout())?;
+        // gradients + AdamW's two moments: sized together before any of them is allocated
+        let n = model.num_parameters();
+        let need = crate::mem::bytes_of::<f32>(n, "gradients and optimizer state")?.saturating_mul(3);
+        crate::mem::ensure_available(need, "gradients and AdamW moments (3 × the parameters)")?;
         let opt = AdamW::new(model.layout(), &mask, cfg.optimizer)?;
-        let grads = vec![0f32; model.num_parameters()];
+        let grads = crate::mem::zeroed_f32(n, "gradients")?;
         Ok(Trainer { model, cfg, mask, opt, grads, acts: Activations::new(), step: 0, skipped: 0 })
     }
 
@@ -251,6 +270,7 @@ impl Trainer {
                 loss_scale: 1.0 / k as f32,
                 mask: &self.mask,
                 dropout_seed: Some(step_rng.fork(i as u64).next_u64()),
+                dropout: self.cfg.dropout,
             };
             let l = forward_backward_with(&self.model, &mut self.acts, &mut self.grads, *x, *y, &opts)?;
             loss_sum += l as f64;
