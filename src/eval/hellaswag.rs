@@ -93,7 +93,7 @@ pub struct HellaSwagData {
 /// [`ReadOptions::skip_malformed`], recorded in [`HellaSwagData::skipped`].
 pub fn read_hellaswag(path: impl AsRef<Path>, opts: ReadOptions) -> Result<HellaSwagData> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::fsutil::read_regular(path)?;
     parse_hellaswag(&bytes, path, opts)
 }
 
