@@ -34,7 +34,7 @@ fn main() -> Result<(), common::MainError> {
     let args = Args::parse();
     let text = match (&args.text, &args.file) {
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f)?,
+        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?,
         (None, None) => {
             let mut s = String::new();
             std::io::stdin().read_to_string(&mut s)?;

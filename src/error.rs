@@ -8,7 +8,19 @@ use std::path::PathBuf;
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in this crate.
+/// Everything that can go wrong in this crate. Messages (`Display`) name the file, option or value
+/// involved and, where there is one, the fix.
+///
+/// ```
+/// use gpt2::{Error, Gpt2};
+/// match Gpt2::load("/no/such/model") {
+///     Err(Error::NotFound(path)) => assert_eq!(path, std::path::Path::new("/no/such/model")),
+///     other => panic!("{other:?}"),
+/// }
+/// let err = gpt2::Config::from_json_str(r#"{"n_embd": 10, "n_head": 3}"#, "config.json").unwrap_err();
+/// assert!(matches!(err, Error::InvalidConfig(_)));
+/// assert_eq!(err.to_string(), "invalid config: n_embd (10) must be divisible by n_head (3)");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -156,6 +168,23 @@ pub enum Error {
         step: usize,
         /// Which quantity, and where (sequence, position, token).
         what: String,
+    },
+
+    /// The ranks of a data-parallel group disagree (parameters, settings, step counts), or a
+    /// collective operation failed.
+    #[error("data-parallel group: {0}")]
+    Collective(String),
+
+    /// A buffer sized from user input cannot be allocated: its size overflows, exceeds the
+    /// memory this machine has available, or the allocator refused it.
+    #[error("cannot allocate {bytes} bytes for {what}: {reason}")]
+    OutOfMemory {
+        /// What the buffer is for.
+        what: String,
+        /// Bytes requested (saturated at `u128::MAX` when the size itself overflows).
+        bytes: u128,
+        /// Why it failed.
+        reason: String,
     },
 
     /// The requested compute device is unavailable.

@@ -128,6 +128,7 @@ fn transformers_sharded_checkpoint_loads_and_matches_the_single_file() {
     assert_eq!(sharded.params(), Gpt2::load(fixture("models/tiny")).unwrap().params(), "bit-identical");
     let d = max_abs_diff(logits_of(&sharded, &x).iter(), want.iter());
     assert!(d <= 1e-4, "max |Δ logits| {d:e}");
+    eprintln!("sharded tiny logits max |Δ| {d:.2e}");
     // the index file itself can be passed, and the checkpoint found through a cache
     Gpt2::load(dir.join("model.safetensors.index.json")).unwrap();
     let cache_dir = tmp("sharded-cache");
@@ -263,18 +264,21 @@ fn inverse_layer_idx_scaling_matches_transformers() {
     let got = logits_of(&model, &x);
     let d = max_abs_diff(got.iter(), want.iter());
     assert!(d <= 1e-5, "logits max |Δ| {d:e}");
+    eprintln!("inverse-layer-idx logits max |Δ| {d:.2e}");
     let d_plain = max_abs_diff(logits_of(&base, &x).iter(), want.iter());
     assert!(d_plain > 0.1, "the flag must change the logits ({d_plain})");
     // reorder_and_upcast_attn changes nothing in f32
     let up = r.f32("upcast.logits");
     let d = max_abs_diff(got.index_axis(ndarray::Axis(0), 0).iter(), up.iter());
     assert!(d <= 1e-5, "upcast logits max |Δ| {d:e}");
+    eprintln!("reorder_and_upcast_attn logits max |Δ| {d:.2e}");
 
     let mut acts = Activations::new();
     let mut grads = vec![0f32; model.num_parameters()];
     let loss = forward_backward(&model, &mut acts, &mut grads, x.view(), y.view(), 1.0).unwrap();
     let want_loss = r.json["inv.loss"].as_f64().unwrap() as f32;
     assert!((loss - want_loss).abs() <= 1e-5 * want_loss.abs(), "loss {loss} vs {want_loss}");
+    eprintln!("loss rel err {:.2e}", ((loss - want_loss) / want_loss).abs());
     for name in r.json["inv.grad_names"].as_array().unwrap() {
         let name = name.as_str().unwrap();
         let info = model.layout().get(name).unwrap();
@@ -282,6 +286,7 @@ fn inverse_layer_idx_scaling_matches_transformers() {
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = max_abs_diff(grads[info.range()].iter(), want.iter());
         assert!(d <= 1e-4 * scale + 1e-7, "grad {name}: max |Δ| {d:e} (max |g| {scale:e})");
+        eprintln!("grad {name}: max |Δ| {d:.2e} (max |g| {scale:.2e})");
     }
 
     let tok = Tokenizer::gpt2().unwrap();

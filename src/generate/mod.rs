@@ -538,6 +538,20 @@ pub struct Hooks<'a> {
 ///
 /// Only ids the tokenizer knows are sampled: a model whose vocabulary is padded past the
 /// tokenizer's (build-nanogpt's 50304 for GPT-2's 50257) never produces a padding id.
+///
+/// ```
+/// use gpt2::generate::{generate, GenerateConfig, SamplingParams};
+/// use gpt2::{Config, Gpt2, Tokenizer};
+/// let tok = Tokenizer::gpt2()?;
+/// let model = Gpt2::new_random(Config::new(1, 2, 16, 32, tok.vocab_size()), 0)?;
+/// let cfg = GenerateConfig { max_new_tokens: 5, sampling: SamplingParams::greedy(), ..Default::default() };
+/// let out = generate(&model, &tok, &tok.encode("Hello"), &cfg, None)?;
+/// let sample = &out.samples[0];
+/// assert!(!sample.token_ids.is_empty() && sample.token_ids.len() <= 5);
+/// // greedy decoding is deterministic
+/// assert_eq!(generate(&model, &tok, &tok.encode("Hello"), &cfg, None)?.samples[0].token_ids, sample.token_ids);
+/// # Ok::<(), gpt2::Error>(())
+/// ```
 pub fn generate(
     model: &Gpt2,
     tok: &Tokenizer,

@@ -103,7 +103,9 @@ impl GenerationConfig {
 
     /// Reads a `generation_config.json` file.
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::fsutil::read_regular(path)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| Error::Json { path: path.to_path_buf(), reason: format!("not UTF-8: {e}") })?;
         Self::from_json_str(&text, path)
     }
 
@@ -153,10 +155,10 @@ impl GenerationConfig {
         }
         match self.do_sample {
             Some(false) => {
-                let keep = cfg.sampling;
+                let (penalty, ngram) = (cfg.sampling.repetition_penalty, cfg.sampling.no_repeat_ngram_size);
                 cfg.sampling = SamplingParams {
-                    repetition_penalty: keep.repetition_penalty,
-                    no_repeat_ngram_size: keep.no_repeat_ngram_size,
+                    repetition_penalty: penalty,
+                    no_repeat_ngram_size: ngram,
                     ..SamplingParams::greedy()
                 };
             }
