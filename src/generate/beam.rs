@@ -1,9 +1,9 @@
 //! Beam search with transformers' rules (its vectorised `_beam_search`, transformers 5.x).
 //!
-//! Per prompt, `num_beams` running hypotheses live as rows of one [`KvCache`]. Each step:
+//! Per prompt, `num_beams` running hypotheses live as rows of one [`KvCache`](crate::KvCache). Each step:
 //! 1. every running beam's row becomes `log_softmax(logits)`, then the processors run on these
 //!    log-probabilities (repetition penalty → no-repeat-n-gram → the user
-//!    [`LogitsProcessor`](super::LogitsProcessor)); at the first step only beam 0 is expanded
+//!    [`LogitsProcessor`]); at the first step only beam 0 is expanded
 //!    (the others are copies of it, which transformers scores `-1e9`);
 //! 2. each candidate scores `running score + log-prob` (f32), and the best
 //!    `K = max(2, 1 + #end tokens) · num_beams` candidates over all beams are kept;
@@ -12,7 +12,7 @@
 //!    the prompt's best-`num_beams` list with score `sum of log-probs / generated_len^length_penalty`
 //!    (the generated length counts the end token);
 //! 4. the best `num_beams` unfinished candidates are the next running beams; their cache rows are
-//!    gathered with [`KvCache::reorder_rows`] (only rows whose parent differs are copied, and only
+//!    gathered with [`KvCache::reorder_rows`](crate::KvCache::reorder_rows) (only rows whose parent differs are copied, and only
 //!    their cached positions), then one decode step runs for all rows;
 //! 5. a prompt stops when its list is full and the best running beam — its score divided by
 //!    `current_len^length_penalty` (with [`EarlyStopping::Never`] and a positive penalty:
