@@ -170,6 +170,11 @@ pub enum Error {
         what: String,
     },
 
+    /// The ranks of a data-parallel group disagree (parameters, settings, step counts), or a
+    /// collective operation failed.
+    #[error("data-parallel group: {0}")]
+    Collective(String),
+
     /// A buffer sized from user input cannot be allocated: its size overflows, exceeds the
     /// memory this machine has available, or the allocator refused it.
     #[error("cannot allocate {bytes} bytes for {what}: {reason}")]

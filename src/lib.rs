@@ -17,6 +17,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod collective;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod data;
@@ -37,6 +38,7 @@ pub mod rng;
 pub mod tokenizer;
 pub mod train;
 
+pub use collective::{Collective, SingleProcess};
 #[cfg(feature = "cuda")]
 pub use cuda::{CudaKvCache, CudaModel};
 pub use data::{BatchSource, DataLoader, LoaderConfig};

@@ -1138,6 +1138,59 @@ fn generate_cases() -> Vec<Case> {
             let cfg = GenerateConfig { eos_token_id: None, ..sampling(SamplingParams::greedy()) };
             generate(&m, tokenizer(), &[1, 2], &cfg, None).map(drop)
         }),
+        case!("generate", "num_beams = 0", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            GenerateConfig::beam(0).max_new_tokens(4)
+        )),
+        case!(
+            "generate",
+            "beam search returning more sequences than beams",
+            "generate::generate",
+            InvalidArgument,
+            |cx| { gen(cx, &[1], GenerateConfig::beam(2).num_samples(3).max_new_tokens(4)) }
+        ),
+        case!("generate", "beam search with sampling settings", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            GenerateConfig { sampling: SamplingParams::sampling(0.8), ..GenerateConfig::beam(2).max_new_tokens(4) }
+        )),
+        case!("generate", "beam search with a stop string", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            GenerateConfig { stop_strings: vec!["\n".into()], ..GenerateConfig::beam(2).max_new_tokens(4) }
+        )),
+        case!("generate", "NaN length penalty", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            GenerateConfig::beam(2).length_penalty(f32::NAN).max_new_tokens(4)
+        )),
+        case!("generate", "beam search with a token stream", "generate::generate_with", InvalidArgument, |cx| {
+            let mut on_token = |_: &gpt2::generate::TokenEvent<'_>| {};
+            let hooks = gpt2::generate::Hooks { on_token: Some(&mut on_token), ..Default::default() };
+            gpt2::generate::generate_with(
+                &cx.tiny,
+                tokenizer(),
+                &[[1u32]],
+                &GenerateConfig::beam(2).max_new_tokens(4),
+                hooks,
+            )
+            .map(drop)
+        }),
+        case!("generate", "NaN in ln_f.weight (beam search)", "generate::generate", NonFinite, |cx| {
+            let m = poisoned(&cx.tiny, |l| l.ln_f_w, f32::NAN);
+            generate(&m, tokenizer(), &[1, 2], &GenerateConfig::beam(2).max_new_tokens(4), None).map(drop)
+        }),
+        case!("generate", "cache reorder with too few indices", "KvCache::reorder_rows", Shape, |cx| {
+            gpt2::KvCache::new(cx.tiny.config(), 2, 4)?.reorder_rows(&[0])
+        }),
+        case!(
+            "generate",
+            "cache reorder from a row that does not exist",
+            "KvCache::reorder_rows",
+            InvalidArgument,
+            |cx| { gpt2::KvCache::new(cx.tiny.config(), 2, 4)?.reorder_rows(&[0, 2]) }
+        ),
     ]
 }
 

@@ -1132,6 +1132,10 @@ pub fn sampling_case(data: &[u8]) -> (gpt2::generate::GenerateConfig, Vec<u32>) 
         sampling,
         seed: inp.u64(),
         num_samples: fuzz_count(&mut inp, 3),
+        num_beams: 1,
+        length_penalty: 1.0,
+        early_stopping: Default::default(),
+        logprobs: None,
         eos_token_id: match inp.u8() % 4 {
             0 => None,
             1 => Some(gpt2::generate::EOT),

@@ -88,21 +88,52 @@ impl Tokenizer {
         EOT
     }
 
-    /// Encodes text; special-token text such as `<|endoftext|>` is treated as plain text.
+    /// Encodes text as **ordinary text**: `<|endoftext|>` in the text is just characters
+    /// (`<`, `|`, `endoftext`, …), never the EOT id — the same as
+    /// [`encode_ordinary`](Self::encode_ordinary) and tiktoken's `encode_ordinary`.
+    ///
+    /// This differs from transformers' `GPT2TokenizerFast`, which turns `<|endoftext|>` in text
+    /// into id 50256; use [`encode_with_special`](Self::encode_with_special) for that. The crate
+    /// keeps `encode` ordinary on purpose: every caller that feeds data (shard writing, the
+    /// evaluators, HellaSwag, the examples) must not let text forge a document boundary, and
+    /// untrusted input stays safe by default.
+    ///
+    /// ```
+    /// let tok = gpt2::Tokenizer::gpt2().unwrap();
+    /// let ids = tok.encode("Hello<|endoftext|>");
+    /// assert!(ids.len() > 2 && !ids.contains(&50256)); // "Hello" + pieces of the marker
+    /// ```
     pub fn encode(&self, text: &str) -> Vec<u32> {
+        self.encode_ordinary(text)
+    }
+
+    /// Encodes text with no special tokens (tiktoken's `encode_ordinary`): the call for
+    /// untrusted input and training data.
+    ///
+    /// ```
+    /// let tok = gpt2::Tokenizer::gpt2().unwrap();
+    /// assert!(!tok.encode_ordinary("a<|endoftext|>b").contains(&50256));
+    /// ```
+    pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3);
         self.encode_into(text, &mut out);
         out
     }
 
-    /// Appends the ids of `text` (as [`Tokenizer::encode`]) to `out`.
+    /// Appends the ids of `text` (as [`Tokenizer::encode`], ordinary text) to `out`.
     pub fn encode_into(&self, text: &str, out: &mut Vec<u32>) {
         let mut scratch = bpe::Scratch::default();
         let Encoder { split, ranks } = &*self.enc;
         split.for_each_piece(text, |piece| ranks.encode_piece(piece.as_bytes(), &mut scratch, out));
     }
 
-    /// Encodes text, turning `<|endoftext|>` into the EOT token.
+    /// Encodes text the way transformers' GPT-2 tokenizer does by default: `<|endoftext|>` in
+    /// the text becomes the EOT id (50256); the text around it is encoded ordinarily.
+    ///
+    /// ```
+    /// let tok = gpt2::Tokenizer::gpt2().unwrap();
+    /// assert_eq!(tok.encode_with_special("Hello<|endoftext|>"), vec![15496, 50256]);
+    /// ```
     pub fn encode_with_special(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3);
         for (i, part) in text.split(ENDOFTEXT).enumerate() {
@@ -112,6 +143,50 @@ impl Tokenizer {
             self.encode_into(part, &mut out);
         }
         out
+    }
+
+    /// [`encode`](Self::encode) (ordinary text) of many texts, in parallel (rayon), in order.
+    ///
+    /// ```
+    /// let tok = gpt2::Tokenizer::gpt2().unwrap();
+    /// assert_eq!(tok.encode_batch(&["Hello", " world"]), vec![vec![15496], vec![995]]);
+    /// ```
+    pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Vec<Vec<u32>> {
+        use rayon::prelude::*;
+        texts.par_iter().map(|t| self.encode_ordinary(t.as_ref())).collect()
+    }
+
+    /// [`encode_with_special`](Self::encode_with_special) of many texts, in parallel, in order.
+    ///
+    /// ```
+    /// let tok = gpt2::Tokenizer::gpt2().unwrap();
+    /// assert_eq!(tok.encode_batch_with_special(&["Hi<|endoftext|>"]), vec![vec![17250, 50256]]);
+    /// ```
+    pub fn encode_batch_with_special<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Vec<Vec<u32>> {
+        use rayon::prelude::*;
+        texts.par_iter().map(|t| self.encode_with_special(t.as_ref())).collect()
+    }
+
+    /// [`decode`](Self::decode) of many sequences, in parallel, in order (the first error wins).
+    ///
+    /// ```
+    /// let tok = gpt2::Tokenizer::gpt2().unwrap();
+    /// assert_eq!(tok.decode_batch(&[vec![15496], vec![995]]).unwrap(), vec!["Hello", " world"]);
+    /// ```
+    pub fn decode_batch<I: AsRef<[u32]> + Sync>(&self, batch: &[I]) -> Result<Vec<String>> {
+        use rayon::prelude::*;
+        batch.par_iter().map(|ids| self.decode(ids.as_ref())).collect()
+    }
+
+    /// [`decode_lossy`](Self::decode_lossy) of many sequences, in parallel, in order.
+    ///
+    /// ```
+    /// let tok = gpt2::Tokenizer::gpt2().unwrap();
+    /// assert_eq!(tok.decode_batch_lossy(&[&[15496u32][..]]).unwrap(), vec!["Hello"]);
+    /// ```
+    pub fn decode_batch_lossy<I: AsRef<[u32]> + Sync>(&self, batch: &[I]) -> Result<Vec<String>> {
+        use rayon::prelude::*;
+        batch.par_iter().map(|ids| self.decode_lossy(ids.as_ref())).collect()
     }
 
     /// Raw bytes of a token sequence (may end inside a multi-byte character).

@@ -34,7 +34,8 @@ pub use optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, DecayGroups};
 pub use schedule::LrSchedule;
 pub use select::{GradMask, ParamSelection};
 pub use trainer::{
-    EvalFn, EvalHook, Metric, NonFinitePolicy, RunHistory, StepStats, TrainEvent, Trainer, TrainerConfig, IGNORE_TARGET,
+    DataParallel, EvalFn, EvalHook, Metric, Moments, NonFinitePolicy, RunHistory, StepStats, TrainEvent, Trainer,
+    TrainerConfig, IGNORE_TARGET,
 };
 
 /// Writes `value` as pretty JSON to `path` atomically (temporary file + rename), e.g. a run's
