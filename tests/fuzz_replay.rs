@@ -288,6 +288,13 @@ fn write_seeds() {
     put("tokenizer_decode", "ids_mixed_script", &b);
     put("tokenizer_decode", "ids_oov", &[0, 0x56, 0xC4, 0xFF, 0xFF, 0x01, 0x00]);
     put("tokenizer_decode", "text_plain", "\x01Hello world".as_bytes());
+    // U+3000 x 2^20, "'s", U+00A0 x (2^19 + 5); "ab" x 2^18 (a 512 kB word; mutations reach 4 MB)
+    put(
+        "tokenizer_decode",
+        "recipe_whitespace",
+        b"\x01RECIPE:\x02\x01\x11\x00\x14\x00\x01\x17\x01\x00\x00\x01\x08\x00\x13\x05",
+    );
+    put("tokenizer_decode", "recipe_long_word", b"\x01RECIPE:\x00\x01\x13\x00\x12\x00");
     put("tokenizer_decode", "text_special", "\x01a<|endoftext|>b  \u{a0}x".as_bytes());
 
     let toks: Vec<u16> = (0..40).map(|i| i * 997).collect();
@@ -315,6 +322,14 @@ fn write_seeds() {
     put("text_tokenize", "text_lines", b"\x08First line.\nSecond line\n\nthird  line\r\nend");
     put("text_tokenize", "text_invalid_utf8", b"\x10ok\nstill ok\n\xff\xfe bad");
     put("text_tokenize", "jsonl", b"\x01{\"text\": \"Hello\"}\n\n{\"text\": \"world \\u00e9\", \"id\": 3}\n");
+    // recipes for long texts (`RECIPE:` + segments, see `recipe_text` in fuzz/src/lib.rs):
+    // "a" + 2^20 + 16 newlines + "Zq"; "line\r\n" x 2^17 + "\r\n" x 2^10 read in 3 KiB blocks
+    put(
+        "text_tokenize",
+        "recipe_newlines",
+        b"\x02RECIPE:\x02\x01\x12\x01\x00\x00\x01\x01\x00\x14\x10\x01\x14\x01\x00\x00",
+    );
+    put("text_tokenize", "recipe_crlf_lines", b"\x04RECIPE:\x01\x00\x05line\x0d\x0a\x00\x11\x00\x01\x03\x01\x0a\x00");
     put("text_tokenize", "jsonl_bad", b"\x03{\"text\": \"a\"}\n{\"text\": 5}\n{oops\n");
 
     let mut rng = Rng::new(9);

@@ -402,17 +402,120 @@ pub fn check_config_json(data: &[u8]) {
     }
 }
 
+// ------------------------------------------------------------------ long-input recipes
+
+/// Inputs starting with this are a *recipe* for a long text (see [`recipe_text`]).
+pub const RECIPE_MAGIC: &[u8] = b"RECIPE:";
+
+/// Units a recipe repeats: every Unicode whitespace character, CR / LF / CRLF, letters, a
+/// space-led word, contractions, digits (ASCII and not), punctuation, CJK, emoji, a combining
+/// mark, the special-token text, and a C0 control that is not whitespace.
+const RECIPE_UNITS: &[&str] = &[
+    " ",
+    "\n",
+    "\t",
+    "\r\n",
+    "\r",
+    "\u{b}",
+    "\u{c}",
+    "\u{85}",
+    "\u{a0}",
+    "\u{1680}",
+    "\u{2000}",
+    "\u{2007}",
+    "\u{200a}",
+    "\u{2028}",
+    "\u{2029}",
+    "\u{202f}",
+    "\u{205f}",
+    "\u{3000}",
+    "a",
+    "ab",
+    "Zq",
+    "é",
+    " x",
+    "'s",
+    "'ll",
+    "1",
+    "42",
+    "٣",
+    "½",
+    "!",
+    ".,",
+    "漢",
+    "字",
+    "🚀",
+    "e\u{301}",
+    "<|endoftext|>",
+    "\u{1c}",
+];
+
+/// A text of at most `max_bytes` built from a short recipe: 1 to 6 segments, each a unit (from
+/// [`RECIPE_UNITS`], or 1–8 bytes of the input made valid UTF-8) repeated up to 2^22 times, so a
+/// few bytes of fuzzer input describe megabytes of whitespace runs, CRLF, single huge "words"
+/// and mixed scripts.
+pub fn recipe_text(inp: &mut Input, max_bytes: usize) -> String {
+    let mut text = String::new();
+    for _ in 0..1 + inp.below(6) {
+        let unit = if inp.one_in(4) {
+            let n = 1 + inp.below(8);
+            String::from_utf8_lossy(inp.take(n)).into_owned()
+        } else {
+            RECIPE_UNITS[inp.below(RECIPE_UNITS.len())].to_string()
+        };
+        if unit.is_empty() {
+            continue;
+        }
+        // mostly short runs, one in four up to 4M repeats
+        let k = if inp.one_in(4) { inp.below(23) } else { inp.below(12) };
+        let reps = (1usize << k) + inp.below(256);
+        let room = max_bytes.saturating_sub(text.len()) / unit.len();
+        text.push_str(&unit.repeat(reps.min(room)));
+    }
+    text
+}
+
+/// Size limit of recipe texts: 4 MB under cargo-fuzz (`--cfg fuzzing`); 256 kB in the stable
+/// replay of `tests/fuzz_replay.rs`, which runs hundreds of mutations in the ordinary test suite.
+#[allow(unexpected_cfgs)]
+pub const RECIPE_MAX_BYTES: usize = if cfg!(fuzzing) { 4 << 20 } else { 256 << 10 };
+
+/// Checks on a text of any length: encoding round-trips, the ids are no more than the bytes,
+/// and encoding the two sides of a `safe_cut` gives the same ids.
+fn check_long_text(tok: &Tokenizer, text: &str) {
+    let ids = tok.encode(text);
+    assert!(ids.len() <= text.len(), "{} ids for {} bytes", ids.len(), text.len());
+    assert_eq!(tok.decode(&ids).expect("encoded text decodes"), text, "encode/decode round trip");
+    let mut half = text.len() / 2;
+    while !text.is_char_boundary(half) {
+        half += 1;
+    }
+    if let Some(cut) = gpt2::tokenizer::safe_cut(&text[..half], usize::MAX) {
+        let mut parts = tok.encode(&text[..cut]);
+        tok.encode_into(&text[cut..], &mut parts);
+        assert!(parts == ids, "encoding split at the safe cut {cut} differs");
+    }
+    let special = tok.encode_with_special(text);
+    assert_eq!(tok.decode(&special).expect("encoded text decodes"), text, "special round trip");
+}
+
 // ------------------------------------------------------------------ tokenizer
 
 /// Target `tokenizer_decode`. First byte even: the rest is a sequence of token ids (mostly in
 /// the vocabulary, some not) that `decode_bytes`, `decode`, `decode_lossy` and
 /// `token_strings` must handle consistently. Odd: the rest is text whose encoding must decode
-/// back to it exactly.
+/// back to it exactly — or, when it starts with [`RECIPE_MAGIC`], a recipe for a text of up to
+/// [`RECIPE_MAX_BYTES`] ([`recipe_text`]) that must encode, round-trip and split at a safe cut consistently.
 pub fn check_tokenizer(data: &[u8]) {
     let tok = &*TOKENIZER;
     let mut inp = Input::new(data);
     if inp.u8() & 1 == 1 {
-        let text = String::from_utf8_lossy(inp.rest());
+        let rest = inp.rest();
+        if let Some(recipe) = rest.strip_prefix(RECIPE_MAGIC) {
+            check_long_text(tok, &recipe_text(&mut Input::new(recipe), RECIPE_MAX_BYTES));
+            return;
+        }
+        let text = String::from_utf8_lossy(rest);
         let ids = tok.encode(&text);
         assert_eq!(tok.decode(&ids).expect("encoded text decodes"), text, "encode/decode round trip");
         let ids = tok.encode_with_special(&text);
@@ -584,8 +687,15 @@ pub fn check_text_tokenize(data: &[u8]) {
     let mut inp = Input::new(data);
     let mode = inp.u8();
     let jsonl = mode & 1 == 1;
-    let chunk = 1 + (mode >> 1) as usize % 48;
-    let body = inp.rest();
+    let mut chunk = 1 + (mode >> 1) as usize % 48;
+    let mut body = inp.rest();
+    // a recipe for a long text file (up to RECIPE_MAX_BYTES), read in blocks of up to 48 KiB
+    let long;
+    if let Some(recipe) = body.strip_prefix(RECIPE_MAGIC) {
+        long = recipe_text(&mut Input::new(recipe), RECIPE_MAX_BYTES);
+        body = long.as_bytes();
+        chunk <<= 10;
+    }
     let path = scratch_file(if jsonl { "jsonl" } else { "txt" });
     std::fs::write(&path, body).unwrap();
     let mut docs: Vec<Vec<u32>> = Vec::new();
