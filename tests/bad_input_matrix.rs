@@ -868,6 +868,14 @@ fn eval_cases() -> Vec<Case> {
         case!("eval", "HellaSwag line missing endings", "eval::parse_hellaswag", Data, |_| hs(
             r#"{"ctx":"a","ctx_a":"a","ctx_b":"","activity_label":"x","label":0}"#
         )),
+        case!("eval", "HellaSwag record without activity_label, harness style", "Evaluator::hellaswag", Data where "names the field" |e| e.to_string().contains("missing field `activity_label`"), |cx| {
+            let d = gpt2::eval::hellaswag::parse_hellaswag(
+                br#"{"ctx":"A man is on a roof. he","endings":["a","b","c","d"],"label":0}"#,
+                "mem".as_ref(),
+                ReadOptions::default(),
+            )?;
+            Evaluator::new(&cx.tiny).hellaswag(tokenizer(), &d.examples, gpt2::eval::HellaSwagStyle::Harness).map(drop)
+        }),
         case!("eval", "HellaSwag file that does not exist", "eval::read_hellaswag", NotFound, |_| {
             read_hellaswag("/nonexistent/hellaswag.jsonl", ReadOptions::default()).map(drop)
         }),
