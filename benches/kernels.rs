@@ -171,7 +171,7 @@ fn attention(c: &mut Criterion) {
             HeadView::from_qkv(&qkv, 1, t, ch, hd),
             HeadView::from_qkv(&qkv, 2, t, ch, hd),
         );
-        let d = AttnDims { b: 1, tq: t, past: 0, nh, hd };
+        let d = AttnDims::new(1, t, 0, nh, hd);
         // causal: QKᵀ and PV over t(t+1)/2 query-key pairs
         g.throughput(Throughput::Elements((4 * nh * hd * t * (t + 1) / 2) as u64));
         g.bench_function(BenchmarkId::new("prefill", format!("T{t}")), |bench| {
@@ -184,7 +184,7 @@ fn attention(c: &mut Criterion) {
         let q1 = HeadView { data: &qd, b_stride: ch, h_stride: hd, t_stride: ch };
         let kv = HeadView { data: &kc, b_stride: nh * t * hd, h_stride: t * hd, t_stride: hd };
         let vv = HeadView { data: &vc, ..kv };
-        let d1 = AttnDims { b: 1, tq: 1, past: t - 1, nh, hd };
+        let d1 = AttnDims::new(1, 1, t - 1, nh, hd);
         let mut o1 = vec![0f32; ch];
         g.throughput(Throughput::Elements((4 * nh * hd * t) as u64));
         g.bench_function(BenchmarkId::new("decode", format!("T{t}")), |bench| {

@@ -8,6 +8,8 @@
 //! Writes `OUT/attention.html`, `OUT/attention_l{L}_h{H}.png` and `OUT/attention_l{L}_h{H}.svg`.
 
 use std::path::PathBuf;
+
+mod common;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -17,11 +19,10 @@ use serde_json::json;
 
 /// Render a model's attention on a text as HTML, PNG and SVG.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about = "Render a model's attention on a text as HTML, PNG and SVG.")]
 struct Args {
-    /// Model directory (config.json + model.safetensors) or a .safetensors file.
-    #[arg(long, default_value_os_t = gpt2::model::io::bundled_model_dir())]
-    model: PathBuf,
+    #[arg(long, help = common::MODEL_HELP)]
+    model: Option<PathBuf>,
     /// Text to run the model on (GPT-2 BPE).
     #[arg(long)]
     text: String,
@@ -43,8 +44,8 @@ struct Args {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let model = Gpt2::load(&args.model)
-        .map_err(|e| format!("cannot load the model at {}: {e} (pass --model DIR)", args.model.display()))?;
+    let path = common::model_path(args.model.as_deref())?;
+    let model = Gpt2::load(&path).map_err(|e| format!("cannot load the model at {}: {e}", path.display()))?;
     let tok = Tokenizer::gpt2()?;
     if model.config().vocab_size != tok.vocab_size() {
         return Err(format!(
@@ -62,7 +63,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let html = args.out.join("attention.html");
     let png = args.out.join(format!("attention_l{layer}_h{}.png", args.head));
     let svg = args.out.join(format!("attention_l{layer}_h{}.svg", args.head));
-    view.write_html(&html, &format!("Attention of {} on {:?}", args.model.display(), args.text))?;
+    view.write_html(&html, &format!("Attention of {} on {:?}", path.display(), args.text))?;
     view.write_png(&png, layer, args.head, args.cell)?;
     view.write_svg(&svg, layer, args.head)?;
 
@@ -82,7 +83,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .fold(0.0f32, f32::max);
     if args.json {
         let out = json!({
-            "model": args.model, "text": args.text, "tokens": tokens,
+            "model": path, "text": args.text, "tokens": tokens,
             "n_layer": view.n_layer(), "n_head": view.n_head(), "layer": layer, "head": args.head,
             "files": { "html": html, "png": png, "svg": svg },
             "top": top.iter().map(|&(i, j, w)| json!({"query": i, "key": j, "weight": w})).collect::<Vec<_>>(),

@@ -13,7 +13,7 @@ use gpt2::Tokenizer;
 
 /// Trace GPT-2 BPE merges on a text.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about = "Trace GPT-2 BPE merges on a text.")]
 struct Args {
     /// Text to tokenize.
     #[arg(long)]

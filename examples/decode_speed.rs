@@ -16,9 +16,10 @@ use gpt2::{Config, Gpt2, LoadOptions, Tokenizer, WeightDtype};
 
 /// Greedy decode speed (batch 1).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about = "Greedy decode speed (batch 1).")]
 struct Args {
-    /// Checkpoint directory or .safetensors file.
+    /// Checkpoint: a directory, a .safetensors file or a Hugging Face hub id (local HF cache);
+    /// default: a randomly initialised model (see --random).
     #[arg(long, conflicts_with = "random")]
     model: Option<PathBuf>,
     /// Use a randomly initialised preset instead (gpt2, 124m, 355m, ...).
@@ -41,11 +42,11 @@ struct Args {
     json: bool,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), common::MainError> {
     let args = Args::parse();
     let opts = LoadOptions { dtype: args.dtype };
     let model = match (&args.model, &args.random) {
-        (Some(p), _) => Gpt2::load_with(p, &opts)?,
+        (Some(p), _) => Gpt2::load_with(common::model_path(Some(p))?, &opts)?,
         (None, name) => {
             let cfg = Config::preset(name.as_deref().unwrap_or("124m"))?;
             Gpt2::new_random(cfg, 0)?.with_weight_dtype(args.dtype)

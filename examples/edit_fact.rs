@@ -10,6 +10,8 @@
 //! prompts. `--save DIR` writes the edited model (HF layout).
 
 use std::path::PathBuf;
+
+mod common;
 use std::time::Instant;
 
 use clap::Parser;
@@ -18,11 +20,10 @@ use gpt2::{Gpt2, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser, Debug)]
-#[command(about = "Edit a fact in a GPT-2 model (ROME's constrained fine-tuning baseline)")]
+#[command(version, about = "Edit a fact in a GPT-2 model (ROME's constrained fine-tuning baseline)")]
 struct Args {
-    /// Model directory (config.json + model.safetensors) or .safetensors file; default: the bundled model.
-    #[arg(long, default_value_os_t = gpt2::model::io::bundled_model_dir())]
-    model: PathBuf,
+    #[arg(long, help = common::MODEL_HELP)]
+    model: Option<PathBuf>,
     /// Prompt template with `{}` for the subject.
     #[arg(long, default_value = "{} is located in")]
     prompt: String,
@@ -42,7 +43,7 @@ struct Args {
     /// Tensor-name template; every tensor whose name contains it (per layer) is edited.
     #[arg(long, default_value = "h.{}.mlp.c_proj")]
     module: String,
-    /// ε of the box constraint around the original weights; 0 or less disables it.
+    /// ε of the box constraint around the original weights (0 disables it).
     #[arg(long, default_value_t = 1e-2)]
     norm_constraint: f32,
     /// Adam learning rate.
@@ -74,8 +75,8 @@ fn main() {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let tok = Tokenizer::gpt2()?;
-    let mut model = Gpt2::load(&args.model)
-        .map_err(|e| format!("cannot load the model at {}: {e} (pass --model DIR)", args.model.display()))?;
+    let path = common::model_path(args.model.as_deref())?;
+    let mut model = Gpt2::load(&path).map_err(|e| format!("cannot load the model at {}: {e}", path.display()))?;
     let objective: EditObjective = args.objective.parse()?;
     let request = EditRequest::new(args.prompt.clone(), args.subject.clone(), args.target.clone());
     let prompt_text = request.text()?;
@@ -101,7 +102,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         module_template: args.module.clone(),
         lr: args.lr,
         steps: args.steps,
-        norm_constraint: (args.norm_constraint > 0.0).then_some(args.norm_constraint),
+        // exactly 0 means "off"; NaN or a negative ε is the library's error, not "off"
+        norm_constraint: (args.norm_constraint != 0.0).then_some(args.norm_constraint),
         objective,
         ..EditConfig::default()
     };
@@ -131,7 +133,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .map(|d| serde_json::json!({"name": d.name, "shape": d.shape, "norm": d.norm(), "max_abs": d.max_abs()}))
             .collect();
         let out = serde_json::json!({
-            "model": args.model, "prompt": prompt_text, "target_new": request.target()?, "old_target": old_target,
+            "model": path, "prompt": prompt_text, "target_new": request.target()?, "old_target": old_target,
             "objective": args.objective, "layers": cfg.layers, "module": cfg.module_template,
             "norm_constraint": cfg.norm_constraint, "lr": cfg.lr, "steps_run": outcome.losses.len(),
             "early_stopped": outcome.early_stopped, "losses": outcome.losses, "seconds": seconds,
@@ -146,7 +148,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("model        {}", args.model.display());
+    println!("model        {}", path.display());
     println!("edit         {prompt_text:?} → {:?}  (old: {old_target:?})", request.target()?);
     println!("tensors      {}", outcome.deltas.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", "));
     println!(

@@ -16,9 +16,10 @@ use ndarray::Array2;
 
 /// Median wall time of the full forward pass.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about = "Median wall time of the full forward pass.")]
 struct Args {
-    /// Checkpoint directory or .safetensors file.
+    /// Checkpoint: a directory, a .safetensors file or a Hugging Face hub id (local HF cache);
+    /// default: a randomly initialised model (see --random).
     #[arg(long, conflicts_with = "random")]
     model: Option<std::path::PathBuf>,
     /// Use a randomly initialised preset instead (gpt2, 124m, 355m, ...).
@@ -41,10 +42,10 @@ struct Args {
     dtype: gpt2::WeightDtype,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), common::MainError> {
     let args = Args::parse();
     let model = match (&args.model, &args.random) {
-        (Some(p), _) => Gpt2::load(p)?,
+        (Some(p), _) => Gpt2::load(common::model_path(Some(p))?)?,
         (None, Some(name)) => Gpt2::new_random(Config::preset(name)?, 0)?,
         (None, None) => Gpt2::new_random(Config::gpt2_124m(), 0)?,
     }

@@ -18,7 +18,7 @@ use gpt2::kernels::gemm::{gemm, BMat, Epilogue, MatRef, PackedB, WeightDtype};
 
 /// Median GFLOP/s of `C = A·B + bias` on the given shapes.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about = "Median GFLOP/s of `C = A·B + bias` on the given shapes.")]
 struct Args {
     /// Shapes `MxKxN[t]` (repeatable).
     #[arg(long = "shape", default_values_t = ["1024x768x2304".to_string(), "1024x768x3072".to_string(), "1024x3072x768".to_string(), "1024x768x50257t".to_string()])]
@@ -47,7 +47,7 @@ fn parse_shape(s: &str) -> Result<(usize, usize, usize, bool), String> {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), common::MainError> {
     let args = Args::parse();
     let packed_dtype: Option<WeightDtype> = if args.dtype == "raw" { None } else { Some(args.dtype.parse()?) };
     for s in &args.shapes {

@@ -22,11 +22,11 @@ use ndarray::Array2;
 
 /// Print what a checkpoint contains (and what loading and running it costs).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about = "Print what a checkpoint contains (and what loading and running it costs).")]
 struct Args {
     /// Checkpoint directory (config.json + model.safetensors) or .safetensors file.
-    #[arg(long, default_value_os_t = common::default_model())]
-    model: std::path::PathBuf,
+    #[arg(long, help = common::MODEL_HELP)]
+    model: Option<std::path::PathBuf>,
     /// After loading, run one forward pass over this many tokens (0: none).
     #[arg(long, default_value_t = 0)]
     forward: usize,
@@ -66,12 +66,13 @@ fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), common::MainError> {
     let args = Args::parse();
     let t0 = Instant::now();
-    let model = Gpt2::load(&args.model)?;
+    let path = common::model_path(args.model.as_deref())?;
+    let model = Gpt2::load(&path).map_err(|e| format!("cannot load the model at {}: {e}", path.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
-    let file = if args.model.is_dir() { args.model.join("model.safetensors") } else { args.model.clone() };
+    let file = if path.is_dir() { path.join("model.safetensors") } else { path.clone() };
     let file_bytes = std::fs::metadata(&file)?.len();
     let rss = peak_rss_bytes();
     let rss_after_load = rss_bytes();
@@ -79,6 +80,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.forward > 0 {
         let c = model.config();
         let t = args.forward.min(c.n_positions);
+        // Size the request before allocating anything (--batch comes from the user): the token
+        // batch, the activations (≈ 16·C + heads·T floats per token) and the logits, in u128 so
+        // no product overflows; more than the machine has is a typed error, not an abort.
+        let per_token = 4 * (1 + 16 * c.n_embd as u128 + (c.n_head * t) as u128)
+            + if args.last_only { 0 } else { 4 * c.vocab_size as u128 };
+        let need = (args.batch as u128) * (t as u128) * per_token;
+        gpt2::mem::ensure_available(need, &format!("a forward pass over [{}, {t}] tokens", args.batch))?;
         let tokens = Array2::from_shape_fn((args.batch, t), |(b, j)| ((b * 7919 + j * 104_729) % c.vocab_size) as u32);
         let reset = reset_peak_rss();
         let base = rss_bytes();
@@ -138,7 +146,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{}",
             serde_json::json!({
-                "model": args.model.display().to_string(),
+                "model": path.display().to_string(),
                 "config": model.config(),
                 "parameters": model.num_parameters(),
                 "file_bytes": file_bytes,
@@ -152,7 +160,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     } else {
         let c = model.config();
-        println!("model       {}", args.model.display());
+        println!("model       {}", path.display());
         println!(
             "layers {} · heads {} · n_embd {} · context {} · vocab {}",
             c.n_layer, c.n_head, c.n_embd, c.n_positions, c.vocab_size

@@ -7,6 +7,8 @@
 //! cargo run --release --example precision_error -- --random 124m --tokens 2048
 //! ```
 
+mod common;
+
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -17,10 +19,9 @@ use ndarray::Array2;
 
 /// Reduced-precision weights vs f32: logits error, argmax agreement, perplexity.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about = "Reduced-precision weights vs f32: logits error, argmax agreement, perplexity.")]
 struct Args {
-    /// Model directory or .safetensors file [default: the bundled model].
-    #[arg(long, conflicts_with = "random")]
+    #[arg(long, conflicts_with = "random", help = common::MODEL_HELP)]
     model: Option<PathBuf>,
     /// Use a randomly initialised preset instead (124m, ...); perplexity is then meaningless
     /// but the logits error is still measured.
@@ -51,12 +52,12 @@ fn window_logits(model: &Gpt2, tokens: &[u32], t: usize) -> Vec<f32> {
     all
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), common::MainError> {
     let args = Args::parse();
     let mut model = match (&args.model, &args.random) {
-        (Some(p), _) => Gpt2::load(p)?,
+        (Some(p), _) => Gpt2::load(common::model_path(Some(p))?)?,
         (None, Some(name)) => Gpt2::new_random(Config::preset(name)?, 0)?,
-        (None, None) => Gpt2::load(gpt2::model::io::bundled_model_dir())?,
+        (None, None) => Gpt2::load(common::model_path(None)?)?,
     };
     let file = args
         .file
@@ -106,7 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     bar.finish_and_clear();
     let info = serde_json::json!({
-        "model": args.random.clone().unwrap_or_else(|| args.model.clone().unwrap_or_else(gpt2::model::io::bundled_model_dir).display().to_string()),
+        "model": args.random.clone().unwrap_or_else(|| args.model.as_ref().map_or_else(|| "default model".to_string(), |m| m.display().to_string())),
         "text": file.display().to_string(), "tokens": tokens.len(), "window": t,
         "f32_perplexity": ref_ppl, "rms_logit": rms_ref, "rows": rows,
     });

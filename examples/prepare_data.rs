@@ -19,7 +19,7 @@ use gpt2::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser, Debug)]
-#[command(about = "Tokenize text / JSONL files into GPT-2 token shards (.npy or llm.c .bin)")]
+#[command(version, about = "Tokenize text / JSONL files into GPT-2 token shards (.npy or llm.c .bin)")]
 struct Args {
     /// Input files: UTF-8 text (one document per file) or .jsonl / .ndjson (one document per line).
     #[arg(long, required = true, num_args = 1..)]

@@ -6,13 +6,15 @@
 //! cargo run --release --example model_info -- --model /tmp/gpt2-124m-random --forward 1024
 //! ```
 
+mod common;
+
 use clap::Parser;
 use gpt2::{Config, Gpt2, SaveDtype};
 use indicatif::ProgressBar;
 
 /// Write a random GPT-2 checkpoint.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about = "Write a random GPT-2 checkpoint.")]
 struct Args {
     /// Config preset: gpt2, gpt2-medium, gpt2-large, gpt2-xl, nano.
     #[arg(long, default_value = "gpt2")]
@@ -31,7 +33,7 @@ struct Args {
     json: bool,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), common::MainError> {
     let args = Args::parse();
     let config = Config::preset(&args.preset)?;
     let dtype = match args.dtype.as_str() {

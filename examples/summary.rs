@@ -19,10 +19,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// Evaluate models on a text and print the summary table.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about = "Evaluate models on a text and print the summary table.")]
 struct Args {
-    /// Model directory or .safetensors file; repeat for several rows
-    /// [default: the bundled model, else fixtures/models/tiny-bpe].
+    /// Model: a directory, a .safetensors file or a Hugging Face hub id (local HF cache); repeat for
+    /// several rows [default: $GPT2_MODEL_DIR, else the bundled model of a checkout, else
+    /// openai-community/gpt2 in the HF cache].
     #[arg(long)]
     model: Vec<PathBuf>,
     /// Text file [default: fixtures/corpus/shakespeare_val.txt].
@@ -46,7 +47,11 @@ struct Args {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let models = if args.model.is_empty() { vec![common::default_model()] } else { args.model.clone() };
+    let models = if args.model.is_empty() {
+        vec![common::model_path(None)?]
+    } else {
+        args.model.iter().map(|m| common::model_path(Some(m))).collect::<Result<Vec<_>, _>>()?
+    };
     let file = args
         .file
         .clone()

@@ -5,6 +5,8 @@
 //! cargo run --release --example tokenize -- --text "Hello world" --json
 //! ```
 
+mod common;
+
 use std::io::Read;
 
 use clap::Parser;
@@ -12,7 +14,7 @@ use gpt2::Tokenizer;
 
 /// Tokenize text with the GPT-2 tokenizer (r50k_base, vocabulary built in).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about = "Tokenize text with the GPT-2 tokenizer (r50k_base, vocabulary built in).")]
 struct Args {
     /// Text to tokenize (reads standard input when neither --text nor --file is given).
     #[arg(long, conflicts_with = "file")]
@@ -28,11 +30,11 @@ struct Args {
     json: bool,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), common::MainError> {
     let args = Args::parse();
     let text = match (&args.text, &args.file) {
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f)?,
+        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?,
         (None, None) => {
             let mut s = String::new();
             std::io::stdin().read_to_string(&mut s)?;

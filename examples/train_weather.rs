@@ -22,7 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
-#[command(about = "Train the nano GPT on the synthetic weather HMM task and report state accuracy")]
+#[command(version, about = "Train the nano GPT on the synthetic weather HMM task and report state accuracy")]
 struct Args {
     /// Optimizer steps.
     #[arg(long, default_value_t = 2000)]
@@ -36,7 +36,7 @@ struct Args {
     /// AdamW weight decay.
     #[arg(long, default_value_t = 0.1)]
     weight_decay: f64,
-    /// Gradient clipping norm.
+    /// Gradient clipping norm (0 disables).
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
     /// Seed of the initialisation and of the data.
@@ -65,6 +65,13 @@ fn main() {
 }
 
 fn run(args: &Args) -> gpt2::Result<()> {
+    if args.iters == 0 {
+        return Err(gpt2::Error::InvalidArgument { name: "iters", reason: "must be at least 1".into() });
+    }
+    // fail before the first step, not after the last, when the results cannot be written
+    if let Some(dir) = &args.out {
+        gpt2::train::ensure_writable_dir(dir)?;
+    }
     let model = Gpt2::new_random(Config::nano(BLOCK_SIZE, VOCAB), args.seed)?;
     let cfg = TrainerConfig {
         optimizer: AdamWConfig {
@@ -75,7 +82,8 @@ fn run(args: &Args) -> gpt2::Result<()> {
             ..Default::default()
         },
         schedule: LrSchedule::Constant(args.lr),
-        grad_clip: (args.grad_clip > 0.0).then_some(args.grad_clip),
+        // exactly 0 means "off"; NaN or a negative clip is the library's error, not "off"
+        grad_clip: (args.grad_clip != 0.0).then_some(args.grad_clip),
         seed: args.seed,
         ..Default::default()
     };

@@ -409,6 +409,20 @@ impl Adam {
 /// target, a target made only of end-of-text tokens, a module pattern that matches nothing, no
 /// requests), plus the forward pass's errors
 /// (e.g. [`Error::SequenceTooLong`]).
+///
+/// ```
+/// use gpt2::edit::{edit, EditConfig, EditRequest};
+/// use gpt2::{Config, Gpt2, Tokenizer};
+/// let tok = Tokenizer::gpt2()?;
+/// let mut model = Gpt2::new_random(Config::new(1, 2, 16, 32, tok.vocab_size()), 0)?;
+/// let before = model.params().to_vec();
+/// let request = EditRequest::new("{} is located in", "The Eiffel Tower", " Rome");
+/// let outcome = edit(&mut model, &tok, &[request], &EditConfig { steps: 3, ..Default::default() })?;
+/// assert_ne!(model.params(), &before[..]); // the selected tensors changed
+/// outcome.restore(&mut model)?;
+/// assert_eq!(model.params(), &before[..]);
+/// # Ok::<(), gpt2::Error>(())
+/// ```
 pub fn edit(model: &mut Gpt2, tok: &Tokenizer, requests: &[EditRequest], cfg: &EditConfig) -> Result<EditOutcome> {
     if requests.is_empty() {
         return Err(Error::arg("requests", "no edit request given"));

@@ -8,7 +8,19 @@ use std::path::PathBuf;
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in this crate.
+/// Everything that can go wrong in this crate. Messages (`Display`) name the file, option or value
+/// involved and, where there is one, the fix.
+///
+/// ```
+/// use gpt2::{Error, Gpt2};
+/// match Gpt2::load("/no/such/model") {
+///     Err(Error::NotFound(path)) => assert_eq!(path, std::path::Path::new("/no/such/model")),
+///     other => panic!("{other:?}"),
+/// }
+/// let err = gpt2::Config::from_json_str(r#"{"n_embd": 10, "n_head": 3}"#, "config.json").unwrap_err();
+/// assert!(matches!(err, Error::InvalidConfig(_)));
+/// assert_eq!(err.to_string(), "invalid config: n_embd (10) must be divisible by n_head (3)");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -25,6 +37,26 @@ pub enum Error {
     /// A file or directory that must exist does not.
     #[error("not found: {0}")]
     NotFound(PathBuf),
+
+    /// A model named by a hub id (or the default model) is neither a local path nor in the
+    /// local Hugging Face cache; `reason` says what was looked at and how to get it.
+    #[error("model `{name}` not found: {reason}")]
+    ModelNotFound {
+        /// The id or name asked for.
+        name: String,
+        /// What was tried and how to get the model.
+        reason: String,
+    },
+
+    /// A checkpoint exists but in a format this crate does not read (e.g. only a pickled
+    /// `pytorch_model.bin`); `reason` says how to convert it.
+    #[error("unsupported checkpoint {path}: {reason}")]
+    UnsupportedCheckpoint {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What it holds and how to convert it.
+        reason: String,
+    },
 
     /// A safetensors file could not be parsed (truncated, corrupt header, bad offsets).
     #[error("invalid safetensors file {path}: {reason}")]
@@ -127,13 +159,32 @@ pub enum Error {
         reason: String,
     },
 
-    /// Training produced a non-finite loss or gradient.
-    #[error("non-finite value during training at step {step}: {what}")]
+    /// A computation produced a non-finite value: a loss or gradient in training, the logits
+    /// scored by evaluation or sampled by generation (e.g. NaN weights).
+    #[error("non-finite value at step {step}: {what}")]
     NonFinite {
-        /// Optimizer step.
+        /// Optimizer step (training), decode step (generation; 0 = the prefill's logits), or 0
+        /// (evaluation).
         step: usize,
-        /// Which quantity.
+        /// Which quantity, and where (sequence, position, token).
         what: String,
+    },
+
+    /// The ranks of a data-parallel group disagree (parameters, settings, step counts), or a
+    /// collective operation failed.
+    #[error("data-parallel group: {0}")]
+    Collective(String),
+
+    /// A buffer sized from user input cannot be allocated: its size overflows, exceeds the
+    /// memory this machine has available, or the allocator refused it.
+    #[error("cannot allocate {bytes} bytes for {what}: {reason}")]
+    OutOfMemory {
+        /// What the buffer is for.
+        what: String,
+        /// Bytes requested (saturated at `u128::MAX` when the size itself overflows).
+        bytes: u128,
+        /// Why it failed.
+        reason: String,
     },
 
     /// The requested compute device is unavailable.

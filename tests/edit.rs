@@ -241,7 +241,7 @@ fn bad_edit_inputs_are_typed_errors() {
 #[test]
 fn editing_the_bundled_model_flips_the_fact_with_small_locality_cost() {
     let tok = Tokenizer::gpt2().unwrap();
-    let mut model = Gpt2::load(gpt2::model::io::bundled_model_dir()).unwrap();
+    let mut model = Gpt2::load(fixture("model")).unwrap();
     let req = EditRequest::new("{} is located in", "The Eiffel Tower", "Rome");
     let neighbours = vec!["To be, or not to be, that is the".to_string()];
     let before = EditProbe::measure(&model, &tok, &req, Some("the"), &neighbours).unwrap();

@@ -191,7 +191,7 @@ fn over_long_examples_completion_refuses_harness_truncates_left() {
             .into();
     ex.ctx_a = Some(ex.ctx.clone());
     ex.ctx_b = Some(String::new());
-    assert!(matches!(render(&ex, &tok, HellaSwagStyle::Completion, 16), Err(Error::SequenceTooLong { .. })));
+    assert!(matches!(render(&ex, &tok, HellaSwagStyle::Completion, 16), Err(Error::Data { line: 1, .. })));
     let r = render(&ex, &tok, HellaSwagStyle::Harness, 16).unwrap();
     for (c, e) in r.contexts.iter().zip(&r.endings) {
         assert_eq!(c.len() + e.len(), 17, "(ctx + cont)[-(max_length + 1):]");

@@ -47,7 +47,7 @@ fn greedy_tokens_equal_transformers_alone_and_left_padded() {
 
 #[test]
 fn cached_decoding_equals_the_full_forward_at_every_position() {
-    for path in [fixture("models/tiny-bpe"), gpt2::model::io::bundled_model_dir()] {
+    for path in [fixture("models/tiny-bpe"), fixture("model")] {
         let model = Gpt2::load(&path).unwrap();
         let tok = Tokenizer::gpt2().unwrap();
         let seq = tok.encode("ROMEO: But soft, what light through yonder window breaks? It is the east.");
@@ -68,7 +68,7 @@ fn cached_decoding_equals_the_full_forward_at_every_position() {
 }
 
 fn bundled() -> (Gpt2, Tokenizer) {
-    (Gpt2::load(gpt2::model::io::bundled_model_dir()).unwrap(), Tokenizer::gpt2().unwrap())
+    (Gpt2::load(fixture("model")).unwrap(), Tokenizer::gpt2().unwrap())
 }
 
 #[test]
@@ -187,4 +187,83 @@ fn bad_generation_inputs_are_typed_errors() {
     ));
     let none: Vec<Vec<u32>> = vec![];
     assert!(matches!(generate_batch(&model, &tok, &none, &GenerateConfig::default(), None), Err(Error::EmptyInput(_))));
+}
+
+/// A model whose final hidden state is the same all-ones vector at every position
+/// (`ln_f.weight = 0`, `ln_f.bias = 1`), so the logit of token `v` is `Σ wte[v]`: the logits are
+/// known exactly, whatever the blocks compute.
+fn known_logits_model(vocab: usize, logit: impl Fn(usize) -> f32) -> Gpt2 {
+    let mut m = Gpt2::new_random(gpt2::Config::nano(48, vocab), 5).unwrap();
+    let (c, l) = (m.config().n_embd, m.layout().clone());
+    let p = m.params_mut();
+    p[l.ln_f_w..l.ln_f_w + c].fill(0.0);
+    p[l.ln_f_b..l.ln_f_b + c].fill(1.0);
+    for v in 0..vocab {
+        p[l.wte + v * c..l.wte + (v + 1) * c].fill(logit(v) / c as f32);
+    }
+    m
+}
+
+#[test]
+fn padded_vocabulary_rows_are_never_sampled() {
+    // build-nanogpt pads 50257 → 50304. The padding rows get the highest logits here, so an
+    // unmasked sampler would pick them (and `generate` would fail to decode them); the best
+    // real token is 1234.
+    let tok = Tokenizer::gpt2().unwrap();
+    assert_eq!(tok.vocab_size(), 50257);
+    let model = known_logits_model(50304, |v| match v {
+        50257.. => 20.0,
+        1234 => 5.0,
+        v => (v % 7) as f32 * 0.1,
+    });
+    let out = generate(&model, &tok, &tok.encode("Hello"), &greedy(6), None).unwrap();
+    assert_eq!(out.samples[0].token_ids, vec![1234; 6], "greedy takes the best real token");
+    let cfg = GenerateConfig {
+        max_new_tokens: 40,
+        sampling: SamplingParams { temperature: 3.0, top_k: None, ..Default::default() },
+        num_samples: 3,
+        ..Default::default()
+    };
+    let out = generate(&model, &tok, &tok.encode("Hello"), &cfg, None).unwrap();
+    for s in &out.samples {
+        assert!(s.token_ids.iter().all(|&t| t < 50257), "a padding id was sampled: {:?}", s.token_ids);
+        assert_eq!(s.token_ids.len(), 40);
+    }
+}
+
+#[test]
+fn vanishing_temperature_samples_the_argmax() {
+    // logits 9.5 (token 300) vs 9.25 (token 301) and small ones: at T = 1e-38 / 1e-40 every
+    // scaled logit overflows f32; the draw must be the argmax, as greedy gives
+    let tok = Tokenizer::gpt2().unwrap();
+    let model = known_logits_model(tok.vocab_size(), |v| match v {
+        300 => 9.5,
+        301 => 9.25,
+        v => (v % 5) as f32,
+    });
+    for t in [1e-38f32, 1e-40] {
+        let cfg = GenerateConfig {
+            max_new_tokens: 8,
+            sampling: SamplingParams { temperature: t, top_k: None, ..Default::default() },
+            ..Default::default()
+        };
+        let out = generate(&model, &tok, &[1], &cfg, None).unwrap();
+        assert_eq!(out.samples[0].token_ids, vec![300; 8], "temperature {t:e}");
+    }
+}
+
+#[test]
+fn nan_weights_are_an_error_not_an_empty_text() {
+    // NaN in ln_f.weight: every logit is NaN. Before the guard, generate returned "" with
+    // finish_reason Eos (the argmax fell back to a default id).
+    let (mut model, tok) = bundled();
+    let w = model.layout().ln_f_w;
+    model.params_mut()[w] = f32::NAN;
+    for sampling in [SamplingParams::greedy(), SamplingParams::default()] {
+        let cfg = GenerateConfig { max_new_tokens: 5, sampling, ..Default::default() };
+        match generate(&model, &tok, &tok.encode("ROMEO:"), &cfg, None) {
+            Err(Error::NonFinite { step: 0, what }) => assert!(what.contains("NaN"), "{what}"),
+            other => panic!("expected NonFinite at step 0, got {other:?}"),
+        }
+    }
 }

@@ -41,7 +41,7 @@ fn tiny_logits_in_each_dtype_are_close_to_transformers() {
 
 #[test]
 fn bundled_model_perplexity_cost_is_small() {
-    let mut model = Gpt2::load(gpt2::model::io::bundled_model_dir()).unwrap();
+    let mut model = Gpt2::load(fixture("model")).unwrap();
     let tok = Tokenizer::gpt2().unwrap();
     let text = std::fs::read_to_string(fixture("corpus/shakespeare_val.txt")).unwrap();
     let mut tokens = tok.encode(&text[..20_000]);

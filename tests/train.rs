@@ -76,8 +76,13 @@ fn interrupted_and_resumed_training_is_bit_identical() {
     assert_eq!(first, full, "losses differ after resume");
     let same = t.model().params().iter().zip(&full_params).all(|(a, b)| a.to_bits() == b.to_bits());
     assert!(same, "parameters differ after resume");
-    // the checkpoint directory is also a plain model directory
-    assert!(Gpt2::load(&dir).is_ok());
+    // the checkpoint's current step directory is also a plain model directory, and the
+    // directory holds only the pointer and that step directory
+    assert!(Gpt2::load(Checkpoint::current_dir(&dir).unwrap()).is_ok());
+    let mut inside: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    inside.sort();
+    assert_eq!(inside, ["latest", "step-00000004-1"], "saved twice at step 4: the second save supersedes the first");
     let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(|e| e.ok())

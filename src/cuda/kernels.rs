@@ -219,6 +219,7 @@ impl Kernels {
         (bsz, t, nh, hd): (usize, usize, usize, usize),
         cap: usize,
         past: usize,
+        scale: f32,
     ) -> Result<()> {
         let shared = (hd + past + t) * std::mem::size_of::<f32>();
         if shared > MAX_SHARED_BYTES - 33 * 4 {
@@ -229,7 +230,6 @@ impl Kernels {
         }
         let (t32, nh32, hd32) = (u32_arg(t, "t")?, u32_arg(nh, "n_head")?, u32_arg(hd, "head_dim")?);
         let (cap32, past32) = (u32_arg(cap, "capacity")?, u32_arg(past, "past")?);
-        let scale = 1.0 / (hd as f32).sqrt();
         let cfg = LaunchConfig {
             grid_dim: (t32, nh32, u32_arg(bsz, "batch")?),
             block_dim: (ROW_THREADS, 1, 1),

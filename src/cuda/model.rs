@@ -386,7 +386,7 @@ impl CudaModel {
                 None => (ws.k.as_ref().expect("grown").ptr(), ws.v.as_ref().expect("grown").ptr()),
             };
             k.kv_scatter(s, kc, vc, qkv, (b, t, nh, hd), kv_cap, kv_past)?;
-            k.attention(s, att, qkv, kc, vc, mask, (b, t, nh, hd), kv_cap, kv_past)?;
+            k.attention(s, att, qkv, kc, vc, mask, (b, t, nh, hd), kv_cap, kv_past, self.config.attn_scale(l))?;
             self.linear(half, proj, att, o.attn_proj_w, o.attn_proj_b, n, c, c)?;
             k.add_inplace(s, x, proj, n * c)?;
             k.layernorm(s, ln, x, self.vecs.at(o.ln_2_w), self.vecs.at(o.ln_2_b), n, c, eps)?;

@@ -14,7 +14,7 @@ pub mod loader;
 pub mod shard;
 pub mod writer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
 
@@ -73,9 +73,12 @@ pub fn unigram_cross_entropy(train: &[u32], val: &[u32], vocab_size: usize) -> R
     Ok(-sum / val.len() as f64)
 }
 
-/// Paths of the bundled public-domain Shakespeare corpus: `(train, val)` text files under
-/// `fixtures/corpus/` (4 whole plays held out for validation; see its README).
-pub fn shakespeare_corpus() -> (PathBuf, PathBuf) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("corpus");
-    (dir.join("shakespeare_train.txt"), dir.join("shakespeare_val.txt"))
+/// Paths of the public-domain Shakespeare corpus in a checkout of this crate: `(train, val)`
+/// text files under `fixtures/corpus/` (4 whole plays held out for validation; see its README).
+/// The corpus is not part of the published package: `None` unless the program runs from a
+/// checkout (found next to the running executable or above the current directory).
+pub fn shakespeare_corpus() -> Option<(PathBuf, PathBuf)> {
+    let train = crate::model::hub::checkout_file(Path::new("fixtures/corpus/shakespeare_train.txt"))?;
+    let val = train.with_file_name("shakespeare_val.txt");
+    Some((train, val))
 }

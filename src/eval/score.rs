@@ -149,6 +149,7 @@ pub struct Evaluator<'m> {
     model: &'m Gpt2,
     batch_size: usize,
     progress: Option<ProgressFn<'m>>,
+    allow_non_finite: bool,
 }
 
 impl std::fmt::Debug for Evaluator<'_> {
@@ -156,6 +157,7 @@ impl std::fmt::Debug for Evaluator<'_> {
         f.debug_struct("Evaluator")
             .field("batch_size", &self.batch_size)
             .field("progress", &self.progress.is_some())
+            .field("allow_non_finite", &self.allow_non_finite)
             .finish_non_exhaustive()
     }
 }
@@ -166,7 +168,27 @@ impl<'m> Evaluator<'m> {
 
     /// An evaluator with batch size [`Self::DEFAULT_BATCH_SIZE`] and no progress callback.
     pub fn new(model: &'m Gpt2) -> Self {
-        Evaluator { model, batch_size: Self::DEFAULT_BATCH_SIZE, progress: None }
+        Evaluator { model, batch_size: Self::DEFAULT_BATCH_SIZE, progress: None, allow_non_finite: false }
+    }
+
+    /// Whether a non-finite NLL (from a NaN or infinite logit: broken weights) is returned as
+    /// is (`true`) instead of failing with [`Error::NonFinite`] (`false`, the default). Without
+    /// the check such a model scores as NaN, and HellaSwag's argmin would silently pick
+    /// ending 0 for every example.
+    ///
+    /// ```
+    /// use gpt2::{eval::Evaluator, Config, Error, Gpt2};
+    /// let mut model = Gpt2::new_random(Config::nano(16, 40), 0).unwrap();
+    /// let n = model.params().len();
+    /// model.params_mut()[n - 1] = f32::NAN; // ln_f.bias
+    /// let ev = Evaluator::new(&model);
+    /// assert!(matches!(ev.token_nlls(&[1, 2, 3]), Err(Error::NonFinite { .. })));
+    /// let nll = ev.allow_non_finite(true).token_nlls(&[1, 2, 3]).unwrap();
+    /// assert!(nll.iter().all(|x| x.is_nan()));
+    /// ```
+    pub fn allow_non_finite(mut self, allow: bool) -> Self {
+        self.allow_non_finite = allow;
+        self
     }
 
     /// Sets the number of rows per forward pass (≥ 1).
@@ -194,6 +216,13 @@ impl<'m> Evaluator<'m> {
         self.batch_size
     }
 
+    /// Calls the progress callback, if any.
+    pub(crate) fn report(&self, done: usize, total: usize) {
+        if let Some(p) = &self.progress {
+            p(done, total);
+        }
+    }
+
     /// Checks a row against the model (length, vocabulary).
     fn check_row(&self, row: &ScoreRow) -> Result<()> {
         let cfg = self.model.config();
@@ -218,6 +247,16 @@ impl<'m> Evaluator<'m> {
     ///
     /// All rows are validated before any computation.
     pub fn score(&self, rows: &[ScoreRow]) -> Result<Vec<Vec<f64>>> {
+        self.score_reporting(rows, &|done| {
+            if let Some(p) = &self.progress {
+                p(done, rows.len());
+            }
+        })
+    }
+
+    /// [`Evaluator::score`], calling `report(rows done)` after every batch instead of the
+    /// progress callback.
+    pub(crate) fn score_reporting(&self, rows: &[ScoreRow], report: &dyn Fn(usize)) -> Result<Vec<Vec<f64>>> {
         for row in rows {
             self.check_row(row)?;
         }
@@ -275,14 +314,25 @@ impl<'m> Evaluator<'m> {
                     .enumerate()
                     .map(|(i, &(_, _, tg))| token_nll(&block[i * v..(i + 1) * v], tg))
                     .collect();
-                for (&(ri, _, _), nll) in group.iter().zip(nlls) {
+                for (&(ri, pos, tg), nll) in group.iter().zip(nlls) {
+                    // NLL = logsumexp(row) − row[target] is finite for every finite f32 row
+                    // (formed in f64), so this one test per scored position catches any NaN or
+                    // infinite logit in the rows actually used.
+                    if !nll.is_finite() && !self.allow_non_finite {
+                        return Err(Error::NonFinite {
+                            step: 0,
+                            what: format!(
+                                "evaluation: the logits of row {ri} at position {} (target token {tg}) give NLL {nll}; \
+                                 the model produces non-finite values (check its weights)",
+                                pos % t
+                            ),
+                        });
+                    }
                     out[ri].push(nll);
                 }
             }
             done += b;
-            if let Some(p) = &self.progress {
-                p(done, rows.len());
-            }
+            report(done);
         }
         Ok(out)
     }

@@ -170,6 +170,13 @@ impl CausalSelfAttention {
         if layer >= cfg.n_layer {
             return Err(Error::arg("layer", format!("{layer} >= n_layer {}", cfg.n_layer)));
         }
+        if !cfg.scale_attn_weights || cfg.scale_attn_by_inverse_layer_idx {
+            return Err(Error::arg(
+                "model",
+                "this module computes GPT-2's standard 1/sqrt(head_dim) attention scale; the model's config sets \
+                 scale_attn_weights = false or scale_attn_by_inverse_layer_idx = true",
+            ));
+        }
         let config = AttentionConfig { n_embd: cfg.n_embd, n_head: cfg.n_head, block_size: cfg.n_positions };
         let get2 = |n: &str| -> Result<Array2<f32>> {
             Ok(model.param(&format!("h.{layer}.attn.{n}"))?.into_dimensionality::<Ix2>().expect("2-D").to_owned())

@@ -50,9 +50,22 @@ pub struct AttnDims {
     pub nh: usize,
     /// Head width.
     pub hd: usize,
+    /// Factor applied to every score `q·k` before the softmax: `1/√hd` for GPT-2
+    /// ([`AttnDims::new`]); a layer's [`Config::attn_scale`](crate::Config::attn_scale) in general.
+    pub scale: f32,
 }
 
 impl AttnDims {
+    /// Shapes with GPT-2's standard score scale `1/√hd`.
+    pub fn new(b: usize, tq: usize, past: usize, nh: usize, hd: usize) -> Self {
+        AttnDims { b, tq, past, nh, hd, scale: 1.0 / (hd as f32).sqrt() }
+    }
+
+    /// The same shapes with another score scale.
+    pub fn with_scale(self, scale: f32) -> Self {
+        AttnDims { scale, ..self }
+    }
+
     /// Number of keys visible to the last query.
     pub fn tk(&self) -> usize {
         self.past + self.tq
@@ -102,13 +115,12 @@ pub fn attention_forward(
 /// Softmax probabilities `probs[B, NH, tq, tk]` of causal attention (exact two-pass softmax;
 /// zero above the diagonal and on masked keys; all zero for a query with no visible key).
 pub fn attention_probs(probs: &mut [f32], q: HeadView, k: HeadView, key_mask: Option<&[bool]>, d: AttnDims) {
-    let AttnDims { b, tq, past, nh, hd } = d;
+    let AttnDims { b, tq, past, nh, hd, scale } = d;
     let tk = d.tk();
     if let Some(m) = key_mask {
         assert!(m.len() >= b * tk, "key mask too small");
     }
     assert!(probs.len() >= b * nh * tq * tk, "probs buffer too small");
-    let scale = 1.0 / (hd as f32).sqrt();
     probs[..b * nh * tq * tk].par_chunks_mut(tq * tk).enumerate().for_each(|(bh, head)| {
         let (bi, h) = (bh / nh, bh % nh);
         let mask = key_mask.map(|m| &m[bi * tk..(bi + 1) * tk]);
@@ -167,9 +179,9 @@ pub fn attention_apply(out: &mut [f32], probs: &[f32], qkv: &[f32], b: usize, t:
 /// With attention dropout, `dropped = Some((P', 1/(1−p)))` gives the dropped-out probabilities
 /// the output was computed from (`O = P'·v`, see [`attention_apply`]).
 ///
-/// With `S = q·kᵀ/√hd`, `P = softmax(S)`, `O = P'·v`: `dv = P'ᵀ·dO`, `dP' = dO·vᵀ`,
-/// `dP = dP' ⊙ [P' ≠ 0]/(1−p)`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dq = dS·k/√hd`,
-/// `dk = dSᵀ·q/√hd` (without dropout `P' = P`).
+/// With `S = scale·q·kᵀ` (`scale` = `1/√hd` for GPT-2), `P = softmax(S)`, `O = P'·v`:
+/// `dv = P'ᵀ·dO`, `dP' = dO·vᵀ`, `dP = dP' ⊙ [P' ≠ 0]/(1−p)`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`,
+/// `dq = scale·dS·k`, `dk = scale·dSᵀ·q` (without dropout `P' = P`).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     dqkv: &mut [f32],
@@ -181,6 +193,7 @@ pub fn attention_backward(
     t: usize,
     nh: usize,
     hd: usize,
+    scale: f32,
 ) {
     let c = nh * hd;
     assert!(dqkv.len() >= b * t * 3 * c && qkv.len() >= b * t * 3 * c, "attention_backward: qkv buffers too small");
@@ -188,7 +201,6 @@ pub fn attention_backward(
     if let Some((pd, _)) = dropped {
         assert!(pd.len() >= b * nh * t * t, "attention_backward: dropped probs too small");
     }
-    let scale = 1.0 / (hd as f32).sqrt();
     let dp = SendPtr(dqkv.as_mut_ptr());
     (0..b * nh).into_par_iter().for_each_init(
         || vec![0f32; t],
@@ -240,9 +252,9 @@ pub fn attention_forward_naive(
     key_mask: Option<&[bool]>,
     d: AttnDims,
 ) {
-    let AttnDims { b, tq, past, nh, hd } = d;
+    let AttnDims { b, tq, past, nh, hd, .. } = d;
     let tk = d.tk();
-    let scale = 1.0 / (hd as f64).sqrt();
+    let scale = d.scale as f64;
     for bi in 0..b {
         for h in 0..nh {
             for i in 0..tq {
@@ -293,7 +305,7 @@ mod tests {
         let mut mask = vec![true; b * tk];
         mask[tk] = false; // first key of batch row 1 is padding
         mask[tk + 1] = false;
-        let d = AttnDims { b, tq, past, nh, hd };
+        let d = AttnDims::new(b, tq, past, nh, hd);
         let mut got = vec![0.0; b * tq * c];
         let mut want = vec![0.0; b * tq * c];
         let mut probs = vec![0.0; b * nh * tq * tk];
@@ -316,7 +328,7 @@ mod tests {
         let c = nh * hd;
         let qkv: Vec<f32> = (0..b * t * 3 * c).map(|i| ((i * 7919 % 113) as f32 - 56.0) * 0.03).collect();
         let g: Vec<f32> = (0..b * t * c).map(|i| ((i * 31 % 29) as f32 - 14.0) * 0.1).collect();
-        let d = AttnDims { b, tq: t, past: 0, nh, hd };
+        let d = AttnDims::new(b, t, 0, nh, hd);
         let mut out = vec![0f32; b * t * c];
         let mut probs = vec![0f32; b * nh * t * t];
         fn views(x: &[f32], t: usize, c: usize, hd: usize) -> (HeadView<'_>, HeadView<'_>, HeadView<'_>) {
@@ -325,7 +337,7 @@ mod tests {
         let (q, k, v) = views(&qkv, t, c, hd);
         attention_forward(&mut out, Some(&mut probs), q, k, v, None, d);
         let mut dqkv = vec![0f32; qkv.len()];
-        attention_backward(&mut dqkv, &g, &qkv, &probs, None, b, t, nh, hd);
+        attention_backward(&mut dqkv, &g, &qkv, &probs, None, b, t, nh, hd, 1.0 / (hd as f32).sqrt());
         let loss = |x: &[f32]| {
             let mut o = vec![0f32; b * t * c];
             let (q, k, v) = views(x, t, c, hd);
@@ -356,7 +368,7 @@ mod tests {
         let forward = |x: &[f32]| {
             let mut out = vec![0f32; b * t * c];
             let mut probs = vec![0f32; b * nh * t * t];
-            let d = AttnDims { b, tq: t, past: 0, nh, hd };
+            let d = AttnDims::new(b, t, 0, nh, hd);
             let (q, k, v) = (
                 HeadView::from_qkv(x, 0, t, c, hd),
                 HeadView::from_qkv(x, 1, t, c, hd),
@@ -369,7 +381,7 @@ mod tests {
         };
         let (_, probs, dropped) = forward(&qkv);
         let mut dqkv = vec![0f32; qkv.len()];
-        attention_backward(&mut dqkv, &g, &qkv, &probs, Some((&dropped, keep)), b, t, nh, hd);
+        attention_backward(&mut dqkv, &g, &qkv, &probs, Some((&dropped, keep)), b, t, nh, hd, 1.0 / (hd as f32).sqrt());
         let loss = |x: &[f32]| forward(x).0.iter().zip(&g).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>();
         let h = 1e-2f32;
         for idx in 0..qkv.len() {

@@ -182,10 +182,9 @@ unsafe fn head_tiled(
     h: usize,
     s: &mut Scratch,
 ) {
-    let AttnDims { tq, past, nh, hd, .. } = d;
+    let AttnDims { tq, past, nh, hd, scale, .. } = d;
     let tk = d.tk();
     let c = nh * hd;
-    let scale = 1.0 / (hd as f32).sqrt();
     let ker = f32_kernel();
     // Kᵀ as B[hd, tk] panels ([tk/32][hd][32]) and V as B[tk, hd] panels ([hd/32][tk][32]).
     let kpanels = tk.div_ceil(PANEL);
@@ -295,10 +294,9 @@ unsafe fn head_streaming(
     h: usize,
     s: &mut Scratch,
 ) {
-    let AttnDims { tq, past, nh, hd, .. } = d;
+    let AttnDims { tq, past, nh, hd, scale, .. } = d;
     let tk = d.tk();
     let c = nh * hd;
-    let scale = 1.0 / (hd as f32).sqrt();
     s.s.resize(tk, 0.0);
     for i in 0..tq {
         let n_keys = past + i + 1;
@@ -418,7 +416,7 @@ mod tests {
             let q = HeadView { data: &qd, b_stride: tq * c, h_stride: hd, t_stride: c };
             let k = HeadView { data: &kd, b_stride: nh * tk * hd, h_stride: tk * hd, t_stride: hd };
             let v = HeadView { data: &vd, ..k };
-            let d = AttnDims { b, tq, past, nh, hd };
+            let d = AttnDims::new(b, tq, past, nh, hd);
             let mut mask = vec![true; b * tk];
             if b > 1 {
                 // left padding on row 1 (its first query sees nothing when past = 0)
@@ -444,7 +442,7 @@ mod tests {
             HeadView::from_qkv(&qkv, 1, t, c, hd),
             HeadView::from_qkv(&qkv, 2, t, c, hd),
         );
-        let d = AttnDims { b, tq: t, past: 0, nh, hd };
+        let d = AttnDims::new(b, t, 0, nh, hd);
         let mut got = vec![0.0; b * t * c];
         let mut want = vec![0.0; b * t * c];
         attention_fast(&mut got, q, k, v, None, d);

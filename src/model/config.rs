@@ -49,10 +49,12 @@ pub struct Config {
     /// Dropout on attention probabilities (training only).
     #[serde(default)]
     pub attn_pdrop: f32,
-    /// Scale attention scores by 1/sqrt(head_dim) (always true for GPT-2).
+    /// Scale attention scores by 1/sqrt(head_dim) (true for every published GPT-2; see
+    /// [`Config::attn_scale`]).
     #[serde(default = "default_true")]
     pub scale_attn_weights: bool,
-    /// Additional 1/(layer+1) scaling of attention scores (false for GPT-2).
+    /// Additional 1/(layer+1) scaling of attention scores in block `layer` (false for the
+    /// published GPT-2 models; see [`Config::attn_scale`]).
     #[serde(default)]
     pub scale_attn_by_inverse_layer_idx: bool,
     /// Id of the beginning-of-sequence token.
@@ -164,6 +166,26 @@ impl Config {
         self.n_inner.unwrap_or(self.n_embd.saturating_mul(4))
     }
 
+    /// The factor attention scores `q·k` of block `layer` (0-based) are multiplied by before
+    /// the softmax, as transformers' `GPT2Attention` computes it: `1/√head_dim` when
+    /// `scale_attn_weights` (always, for published GPT-2 models), divided further by
+    /// `layer + 1` when `scale_attn_by_inverse_layer_idx`.
+    ///
+    /// ```
+    /// let mut c = gpt2::Config::new(2, 2, 32, 16, 100); // head width 16
+    /// assert_eq!(c.attn_scale(1), 0.25);
+    /// c.scale_attn_by_inverse_layer_idx = true;
+    /// assert_eq!(c.attn_scale(1), 0.125);
+    /// ```
+    pub fn attn_scale(&self, layer: usize) -> f32 {
+        let base = if self.scale_attn_weights { 1.0 / (self.head_dim() as f32).sqrt() } else { 1.0 };
+        if self.scale_attn_by_inverse_layer_idx {
+            base / (layer as f32 + 1.0)
+        } else {
+            base
+        }
+    }
+
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.n_embd / self.n_head.max(1)
@@ -199,9 +221,6 @@ impl Config {
                 self.activation_function
             ));
         }
-        if !self.scale_attn_weights || self.scale_attn_by_inverse_layer_idx {
-            return bad("only the standard GPT-2 attention scaling (1/sqrt(head_dim)) is supported".into());
-        }
         for (name, p) in
             [("resid_pdrop", self.resid_pdrop), ("embd_pdrop", self.embd_pdrop), ("attn_pdrop", self.attn_pdrop)]
         {
@@ -224,16 +243,36 @@ impl Config {
     /// assert_eq!(c.mlp_hidden(), 32);
     /// assert!(gpt2::Config::from_json_str("{", "<inline>").is_err());
     /// ```
+    ///
+    /// Keys of `GPT2Config` that would change the model's math in a way this crate does not
+    /// implement are rejected by name ([`Error::InvalidConfig`]): `model_type` other than
+    /// `"gpt2"`, `add_cross_attention: true`, `tie_word_embeddings: false`, and keys of other
+    /// architectures (rotary, ALiBi, parallel residual, local attention, grouped-query
+    /// attention, …). `scale_attn_by_inverse_layer_idx` and `scale_attn_weights` are
+    /// implemented ([`Config::attn_scale`]); `reorder_and_upcast_attn` is accepted, as it only
+    /// changes the order of an f32 computation that this crate already does in f32.
+    ///
+    /// ```
+    /// use gpt2::Config;
+    /// let err = Config::from_json_str(r#"{"model_type": "gpt_neo"}"#, "<inline>").unwrap_err();
+    /// assert!(err.to_string().contains("gpt_neo"));
+    /// let err = Config::from_json_str(r#"{"add_cross_attention": true}"#, "<inline>").unwrap_err();
+    /// assert!(err.to_string().contains("add_cross_attention"));
+    /// assert!(Config::from_json_str(r#"{"reorder_and_upcast_attn": true}"#, "<inline>").is_ok());
+    /// ```
     pub fn from_json_str(text: &str, path: impl AsRef<Path>) -> Result<Self> {
-        let cfg: Config = serde_json::from_str(text)
-            .map_err(|e| Error::Json { path: path.as_ref().to_path_buf(), reason: e.to_string() })?;
+        let json_err = |e: serde_json::Error| Error::Json { path: path.as_ref().to_path_buf(), reason: e.to_string() };
+        let value: serde_json::Value = serde_json::from_str(text).map_err(json_err)?;
+        check_unsupported_keys(&value)?;
+        let cfg: Config = serde_json::from_value(value).map_err(json_err)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// Reads and validates a HuggingFace `config.json`.
+    /// Reads and validates a HuggingFace `config.json` (a regular file: a FIFO or device is
+    /// refused with [`Error::Io`] instead of blocking).
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::fsutil::read_regular(path)?;
         let text = String::from_utf8(bytes)
             .map_err(|e| Error::Json { path: path.to_path_buf(), reason: format!("not UTF-8: {e}") })?;
         Self::from_json_str(&text, path)
@@ -278,6 +317,58 @@ impl Config {
     }
 }
 
+/// Keys of other architectures' configs whose presence means the checkpoint is not a plain
+/// GPT-2 (each changes the forward pass in a way this crate does not implement).
+const FOREIGN_KEYS: &[&str] = &[
+    "rotary",
+    "rotary_dim",
+    "rotary_pct",
+    "rotary_emb_base",
+    "rope_theta",
+    "rope_scaling",
+    "alibi",
+    "position_embedding_type",
+    "parallel_attn",
+    "use_parallel_residual",
+    "parallel_residual",
+    "attention_layers",
+    "attention_types",
+    "window_size",
+    "multi_query",
+    "num_key_value_heads",
+    "n_kv_heads",
+    "apply_query_key_layer_scaling",
+    "normalize_embeddings",
+];
+
+/// Rejects, by name, `config.json` keys whose values change the math of the model in a way
+/// this crate does not implement (see [`Config::from_json_str`]).
+fn check_unsupported_keys(v: &serde_json::Value) -> Result<()> {
+    let Some(obj) = v.as_object() else {
+        return Ok(()); // serde reports the type error with its own message
+    };
+    let bad = |m: String| Err(Error::InvalidConfig(m));
+    if let Some(t) = obj.get("model_type").filter(|t| !t.is_null()) {
+        if t.as_str() != Some("gpt2") {
+            return bad(format!("model_type {t} is not supported: this crate implements GPT-2 (model_type \"gpt2\")"));
+        }
+    }
+    if obj.get("add_cross_attention").and_then(|x| x.as_bool()) == Some(true) {
+        return bad(
+            "add_cross_attention = true (an encoder-decoder GPT-2 with cross-attention) is not supported".into()
+        );
+    }
+    if obj.get("tie_word_embeddings").and_then(|x| x.as_bool()) == Some(false) {
+        return bad(
+            "tie_word_embeddings = false (a separate lm_head) is not supported: GPT-2 ties the head to wte".into()
+        );
+    }
+    if let Some(k) = FOREIGN_KEYS.iter().find(|k| obj.get(**k).is_some_and(|x| !x.is_null() && x != false)) {
+        return bad(format!("config key `{k}` belongs to another architecture and is not supported by this GPT-2"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +393,29 @@ mod tests {
         let mut c = Config::nano(11, 8);
         c.n_positions = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn math_changing_keys_are_rejected_by_name() {
+        for (json, name) in [
+            (r#"{"model_type": "gpt_neo"}"#, "gpt_neo"),
+            (r#"{"model_type": 3}"#, "model_type"),
+            (r#"{"add_cross_attention": true}"#, "add_cross_attention"),
+            (r#"{"tie_word_embeddings": false}"#, "tie_word_embeddings"),
+            (r#"{"rotary_dim": 64}"#, "rotary_dim"),
+            (r#"{"attention_layers": ["global", "local"]}"#, "attention_layers"),
+        ] {
+            match Config::from_json_str(json, "<t>") {
+                Err(Error::InvalidConfig(m)) => assert!(m.contains(name), "{json}: {m}"),
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+        for json in [
+            r#"{"model_type": "gpt2", "add_cross_attention": false, "tie_word_embeddings": true}"#,
+            r#"{"reorder_and_upcast_attn": true, "scale_attn_by_inverse_layer_idx": true, "rope_scaling": null}"#,
+        ] {
+            Config::from_json_str(json, "<t>").unwrap();
+        }
     }
 
     #[test]

@@ -88,6 +88,26 @@ pub struct ForwardOutput {
 impl Gpt2 {
     /// Runs the model. With a `cache`, the new tokens are appended after the
     /// cached positions (prefill or decode) and their keys/values are stored.
+    ///
+    /// ```
+    /// use gpt2::ndarray::array;
+    /// use gpt2::{Config, ForwardInput, ForwardOptions, Gpt2, KvCache, LogitsMode};
+    /// let model = Gpt2::new_random(Config::nano(16, 100), 0)?;
+    /// // a batch of 2 rows, the second left-padded (mask false = padding)
+    /// let tokens = array![[5u32, 6, 7], [0, 8, 9]];
+    /// let mask = array![[true, true, true], [false, true, true]];
+    /// let out = model.forward(&ForwardInput::new(tokens.view()).with_mask(mask.view()), None, &ForwardOptions::default())?;
+    /// assert_eq!(out.logits.unwrap().dim(), (2, 3, 100));
+    /// // prefill a cache, then decode one token, asking only for the last position's logits
+    /// let mut cache = KvCache::new(model.config(), 1, 16)?;
+    /// let opts = ForwardOptions { logits: LogitsMode::Last, ..Default::default() };
+    /// model.forward(&ForwardInput::new(array![[5u32, 6]].view()), Some(&mut cache), &opts)?;
+    /// let step = model.forward(&ForwardInput::new(array![[7u32]].view()), Some(&mut cache), &opts)?;
+    /// let full = model.logits(&[5, 6, 7])?;
+    /// let last = step.logits.unwrap();
+    /// assert!((last[[0, 0, 3]] - full[[2, 3]]).abs() < 1e-4);
+    /// # Ok::<(), gpt2::Error>(())
+    /// ```
     pub fn forward(
         &self,
         input: &ForwardInput<'_>,
@@ -294,7 +314,7 @@ impl Gpt2 {
             let qkv = &ws.qkv[..n * 3 * c];
 
             let q = HeadView::from_qkv(qkv, 0, t, c, hd);
-            let dims = AttnDims { b, tq: t, past, nh, hd };
+            let dims = AttnDims::new(b, t, past, nh, hd).with_scale(cfg.attn_scale(l));
             let mut probs = if opts.attentions { Some(vec![0f32; b * nh * t * tk]) } else { None };
             let att = &mut ws.att[..n * c];
             match cache.as_deref_mut() {

@@ -2,20 +2,25 @@
 
 pub mod config;
 mod forward;
+pub mod generation_config;
+pub mod hub;
 pub mod init;
 pub mod io;
 pub mod kv_cache;
 pub mod params;
 pub mod precision;
+mod sharded;
 
 use ndarray::{Array2, Array3, ArrayView2, ArrayViewD, IxDyn};
 
 use crate::error::{Error, Result};
 pub use config::Config;
 pub use forward::{ForwardInput, ForwardOptions, ForwardOutput, LogitsMode};
+pub use generation_config::GenerationConfig;
 pub use kv_cache::KvCache;
 pub use params::{ParamInfo, ParamLayout};
 pub use precision::LoadOptions;
+pub use sharded::INDEX_FILE;
 
 /// A GPT-2 language model held in f32: one flat parameter buffer plus its layout, and
 /// optionally a packed f16/bf16/int8 copy of the matrices used by inference
@@ -30,13 +35,34 @@ pub use precision::LoadOptions;
 /// let logits = model.logits(&[1, 2, 3]).unwrap();
 /// assert_eq!(logits.dim(), (3, 100));
 /// ```
-#[derive(Debug, Clone)]
+///
+/// `{:?}` prints a summary (config, parameter count, dtype, device), never the weights.
+#[derive(Clone)]
 pub struct Gpt2 {
     config: Config,
     layout: ParamLayout,
     params: Vec<f32>,
     dtype: crate::kernels::gemm::WeightDtype,
     packed: precision::PackedCell,
+}
+
+impl std::fmt::Debug for Gpt2 {
+    /// A summary: the config, the parameter count, the weight dtype and the device (a few hundred
+    /// bytes whatever the model's size; the weights are not printed).
+    ///
+    /// ```
+    /// let model = gpt2::Gpt2::new_random(gpt2::Config::nano(16, 100), 0).unwrap();
+    /// let s = format!("{model:?}");
+    /// assert!(s.starts_with("Gpt2 { config: Config {") && s.contains("num_parameters: ") && s.len() < 10_000);
+    /// ```
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpt2")
+            .field("config", &self.config)
+            .field("num_parameters", &self.params.len())
+            .field("dtype", &self.dtype_label())
+            .field("device", &self.device_label())
+            .finish()
+    }
 }
 
 impl Gpt2 {
