@@ -164,7 +164,7 @@ fn rows_partial(
                 part.fill(0.0);
                 rows_leaf(x, w, ldb, b0, (b0 + KC).min(k1), c0, c1, part);
                 for (a, &q) in acc.iter_mut().zip(part.iter()) {
-                    *a = q + *a;
+                    *a += q; // = q + a, the GEMM's `acc + C` (addition commutes exactly)
                 }
             }
         }
