@@ -1001,6 +1001,14 @@ fn eval_cases() -> Vec<Case> {
         case!("eval", "HellaSwag line missing endings", "eval::parse_hellaswag", Data, |_| hs(
             r#"{"ctx":"a","ctx_a":"a","ctx_b":"","activity_label":"x","label":0}"#
         )),
+        case!("eval", "HellaSwag record without activity_label, harness style", "Evaluator::hellaswag", Data where "names the field" |e| e.to_string().contains("missing field `activity_label`"), |cx| {
+            let d = parse_hellaswag(
+                br#"{"ctx":"A man is on a roof. he","endings":["a","b","c","d"],"label":0}"#,
+                "mem".as_ref(),
+                ReadOptions::default(),
+            )?;
+            Evaluator::new(&cx.tiny).hellaswag(tokenizer(), &d.examples, HellaSwagStyle::Harness).map(drop)
+        }),
         case!("eval", "HellaSwag example longer than the context", "Evaluator::hellaswag", Data where "its line number (3)" |e| matches!(e, Error::Data { line: 3, .. }), |cx| {
             let line = r#"{"activity_label":"A","ctx_a":"x","ctx_b":"","ctx":"CTX","endings":["a","b","c","d"],"label":0}"#;
             let text = format!("{}\n{}\n{}\n", line.replace("CTX", "Hi."), line.replace("CTX", "Ho."), line.replace("CTX", &"word ".repeat(300)));

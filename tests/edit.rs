@@ -11,8 +11,8 @@ use gpt2::{Error, Gpt2, Tokenizer};
 /// bound; typical agreement is ~1e-7 because Adam's steps are ±lr-sized and the clamp is exact).
 const LOSS_RTOL: f64 = 1e-4;
 const DELTA_ATOL: f32 = 1e-4;
-/// ft_main step-rule cases vs PyTorch float64, on well-conditioned entries (see the test).
-const FT_ATOL: f32 = 2e-5;
+/// ft_main step-rule cases vs PyTorch float64 (the 1e-5; see the test).
+const FT_ATOL: f32 = 1e-5;
 
 fn case_config(case: &serde_json::Value) -> (Vec<EditRequest>, EditConfig) {
     let reqs = case["requests"]
@@ -112,12 +112,13 @@ fn edits_match_pytorch_ft_main() {
 /// reference/bundled.edit_ft.*): a batch whose loss is already below 1e-2 gets no update, the
 /// loop stops after that epoch, target tokens equal to 50256 carry no loss.
 ///
-/// The reference is the same ft_main code in float64. Adam's update lr·m̂/(√v̂ + 1e-8) is
-/// ill-conditioned where an entry's gradient is tiny next to its tensor's largest (f32 rounding
-/// decides its sign: PyTorch's own f32 run is up to 1.6e-2 from its f64 run there), so the deltas
-/// are compared on the sampled entries (every 61st) whose gradient stayed ≥ 1e-2 × the tensor's
-/// max |g| at every update, to [`FT_ATOL`]; each tensor's full L1 / L2 norm to 1e-3 relative.
-/// Taking the extra update of the old rule moves these entries by ~1e-2.
+/// The reference is the same ft_main code in float64: every 61st delta entry within
+/// [`FT_ATOL`], each tensor's full L1 / L2 norm to 1e-3 relative. Adam's update
+/// lr·m̂/(√v̂ + 1e-8) is ill-conditioned where an entry's gradient is tiny next to its tensor's
+/// largest (f32 rounding decides its sign: PyTorch's own f32 run is up to 1.6e-2 from its f64
+/// run there), so the error is also printed on the well-conditioned entries (gradient ≥ 1e-2 ×
+/// the tensor's max |g| at every update) beside PyTorch f32's. The old rule's extra update
+/// moves the entries by ~1e-2.
 #[test]
 fn ft_main_early_stop_and_eos_mask_match_pytorch() {
     let reference = Reference::load("bundled.edit_ft");
@@ -170,7 +171,7 @@ fn ft_main_early_stop_and_eos_mask_match_pytorch() {
                 d.name,
                 got.len()
             );
-            assert!(n > 0 && err <= FT_ATOL, "{name}: {} delta differs by {err:e} from torch f64", d.name);
+            assert!(n > 0 && err_all <= FT_ATOL, "{name}: {} delta differs by {err_all:e} from torch f64", d.name);
             let norms = &case["norms"][&d.name];
             let l1: f64 = d.delta.iter().map(|&x| x.abs() as f64).sum();
             let (w1, w2) = (norms["l1"].as_f64().unwrap(), norms["l2"].as_f64().unwrap());

@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 
 use super::gemm::packed::PackedData;
-use super::gemm::{BMat, Epilogue, MatRef, PackedB, SendPtr, SMALL_M};
+use super::gemm::{BMat, Epilogue, MatRef, PackedB, SendPtr, KC, SMALL_M};
 use super::vmath;
 
 /// Tries the GEMV path; `false` when the operands do not fit it (caller falls back to GEMM).
@@ -150,22 +150,24 @@ fn rows_partial(
     leaves: usize,
 ) {
     if leaves <= 1 || k1 - k0 < 32 {
+        // K in blocks of KC rows (aligned like the GEMM's), each summed from zero and then
+        // added to the total, as the GEMM micro-kernel does: one long FMA chain per output
+        // (50257 terms in the LM head's backward) would add every small term to a large
+        // partial sum and lose ~√K roundings of it.
         acc.fill(0.0);
-        #[cfg(target_arch = "x86_64")]
-        match crate::kernels::simd::simd_level() {
-            crate::kernels::simd::SimdLevel::Avx512 => {
-                // SAFETY: feature detected; ranges are inside the views.
-                unsafe { x86::rows_avx512(x, w, ldb, k0, k1, c0, c1, acc) };
-                return;
+        let p1 = ((k0 / KC + 1) * KC).min(k1);
+        rows_leaf(x, w, ldb, k0, p1, c0, c1, acc);
+        if p1 < k1 {
+            let mut part = [0f32; ACC];
+            let part = &mut part[..acc.len()];
+            for b0 in (p1..k1).step_by(KC) {
+                part.fill(0.0);
+                rows_leaf(x, w, ldb, b0, (b0 + KC).min(k1), c0, c1, part);
+                for (a, &q) in acc.iter_mut().zip(part.iter()) {
+                    *a += q; // = q + a, the GEMM's `acc + C` (addition commutes exactly)
+                }
             }
-            crate::kernels::simd::SimdLevel::Avx2 => {
-                // SAFETY: as above.
-                unsafe { x86_avx2::rows_avx2(x, w, ldb, k0, k1, c0, c1, acc) };
-                return;
-            }
-            crate::kernels::simd::SimdLevel::Baseline => {}
         }
-        rows_portable(x, w, ldb, k0, k1, c0, c1, acc);
         return;
     }
     let half = leaves / 2;
@@ -179,6 +181,26 @@ fn rows_partial(
     for (a, r) in acc.iter_mut().zip(right.iter()) {
         *a += r;
     }
+}
+
+/// `acc[m, c1−c0] += X[:, k0..k1] · B[k0..k1, c0..c1]` on the best kernel of this CPU.
+#[allow(clippy::too_many_arguments)]
+fn rows_leaf(x: &X<'_>, w: &[f32], ldb: usize, k0: usize, k1: usize, c0: usize, c1: usize, acc: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match crate::kernels::simd::simd_level() {
+        crate::kernels::simd::SimdLevel::Avx512 => {
+            // SAFETY: feature detected; ranges are inside the views.
+            unsafe { x86::rows_avx512(x, w, ldb, k0, k1, c0, c1, acc) };
+            return;
+        }
+        crate::kernels::simd::SimdLevel::Avx2 => {
+            // SAFETY: as above.
+            unsafe { x86_avx2::rows_avx2(x, w, ldb, k0, k1, c0, c1, acc) };
+            return;
+        }
+        crate::kernels::simd::SimdLevel::Baseline => {}
+    }
+    rows_portable(x, w, ldb, k0, k1, c0, c1, acc);
 }
 
 /// Portable leaf of [`rows_partial`].

@@ -33,7 +33,7 @@ pub const SMALL_M: usize = 8;
 /// Row counts up to this use [`SMALL_M`]-row GEMV passes instead of the packed GEMM.
 const GEMV_CHUNKED_M: usize = 16;
 /// Depth of one K block (f32 elements; bf16 uses the same number of pairs ÷ 2).
-const KC: usize = 256;
+pub(crate) const KC: usize = 256;
 /// Widest output tile.
 const NB_MAX: usize = 512;
 /// Floats of on-the-fly packed B per chunk (16 MiB).
