@@ -4,6 +4,10 @@
 //! cargo run --release --example hellaswag -- --file hellaswag_val.jsonl --style harness --limit 500
 //! cargo run --release --example hellaswag -- --json      # the bundled mini file
 //! ```
+//! Built with `--features mpi`, `mpirun -np N target/release/examples/hellaswag …` splits the
+//! examples across N ranks and reduces the results (rank 0 prints; the numbers equal one
+//! process's).
+//!
 //! JSON keys: n, acc, acc_norm, predictions [{label, pred, pred_norm, sum_losses, avg_losses}],
 //! plus model, style, skipped, seconds.
 
@@ -11,12 +15,13 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
 use gpt2::eval::hellaswag::{partition_renderable, ReadOptions};
 use gpt2::eval::{read_hellaswag, Evaluator, HellaSwagStyle};
-use gpt2::{Gpt2, Tokenizer};
+use gpt2::{Collective, Gpt2, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -48,7 +53,8 @@ struct Args {
     json: bool,
 }
 
-fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+fn run(args: &Args, comm: &dyn Collective) -> Result<(), Box<dyn std::error::Error>> {
+    let lead = comm.rank() == 0;
     let path = common::model_path(args.model.as_deref())?;
     let model = Gpt2::load(&path).map_err(|e| format!("cannot load the model at {}: {e}", path.display()))?;
     let tok = Tokenizer::gpt2()?;
@@ -78,7 +84,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
 
-    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    let bar = if args.json || !lead { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} endings {per_sec} eta {eta}").expect("template"));
     let pb = bar.clone();
     let ev = Evaluator::new(&model).with_batch_size(args.batch_size)?.with_progress(move |done, total| {
@@ -86,9 +92,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         pb.set_position(done as u64);
     });
     let start = Instant::now();
-    let res = ev.hellaswag(&tok, &data.examples, args.style)?;
+    let res = ev.hellaswag_distributed(&tok, &data.examples, args.style, comm)?;
     let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    if !lead {
+        return Ok(());
+    }
 
     if args.json {
         let predictions: Vec<_> = res
@@ -102,7 +111,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let v = json!({
             "model": path.display().to_string(), "file": file.display().to_string(), "style": res.style,
             "n": res.n, "acc": res.acc, "acc_norm": res.acc_norm, "skipped": data.skipped.len(),
-            "seconds": seconds, "predictions": predictions,
+            "seconds": seconds, "ranks": comm.size(), "predictions": predictions,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -126,11 +135,34 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    match run(&Args::parse()) {
+    let args = Args::parse();
+    let comm = match collective() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&args, comm.as_ref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            if comm.size() > 1 {
+                comm.abort(1); // the other ranks may be waiting in a collective
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// MPI_COMM_WORLD with `--features mpi` (one rank without mpirun), a single process otherwise.
+fn collective() -> gpt2::Result<Arc<dyn Collective>> {
+    #[cfg(feature = "mpi")]
+    {
+        Ok(Arc::new(gpt2::collective::MpiCollective::init()?))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        Ok(Arc::new(gpt2::SingleProcess))
     }
 }

@@ -80,6 +80,13 @@ fn main() -> Result<(), common::MainError> {
     if args.forward > 0 {
         let c = model.config();
         let t = args.forward.min(c.n_positions);
+        // Size the request before allocating anything (--batch comes from the user): the token
+        // batch, the activations (≈ 16·C + heads·T floats per token) and the logits, in u128 so
+        // no product overflows; more than the machine has is a typed error, not an abort.
+        let per_token = 4 * (1 + 16 * c.n_embd as u128 + (c.n_head * t) as u128)
+            + if args.last_only { 0 } else { 4 * c.vocab_size as u128 };
+        let need = (args.batch as u128) * (t as u128) * per_token;
+        gpt2::mem::ensure_available(need, &format!("a forward pass over [{}, {t}] tokens", args.batch))?;
         let tokens = Array2::from_shape_fn((args.batch, t), |(b, j)| ((b * 7919 + j * 104_729) % c.vocab_size) as u32);
         let reset = reset_peak_rss();
         let base = rss_bytes();

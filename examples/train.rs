@@ -11,20 +11,28 @@
 //! Resume an interrupted run (written with `--checkpoint-every N`) with
 //! `--resume runs/shakespeare/checkpoint --data data/shakespeare --steps 2000 --out runs/shakespeare`.
 //!
+//! Data parallel (built with `--features mpi`): `mpirun -np 4 target/release/examples/train …`
+//! runs 4 ranks, each reading its own quarter of every global batch (the global batch is
+//! `np × --grad-accum × B × T` tokens); rank 0 alone prints, plots and writes files; `--zero 1`
+//! shards the AdamW moments. Without `mpirun` (or without the feature) it is one process.
+//! See docs/distributed.md.
+//!
 //! `--init` takes a preset (`nano`, `gpt2-124m`, …), a `config.json`, or a model directory /
 //! `.safetensors` file (fine-tuning). The final model is written to `--out` (`config.json` +
 //! `model.safetensors`) with `losses.json`, `loss.svg` and `loss.png`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
 use gpt2::data::{BatchSource, DataLoader, LoaderConfig, Split};
 use gpt2::train::plot::LossCurve;
 use gpt2::train::{
-    AdamWConfig, Checkpoint, LrSchedule, NonFinitePolicy, ParamSelection, StepStats, Trainer, TrainerConfig,
+    AdamWConfig, Checkpoint, DataParallel, LrSchedule, NonFinitePolicy, ParamSelection, StepStats, Trainer,
+    TrainerConfig,
 };
-use gpt2::{Config, Error, Gpt2, SaveDtype};
+use gpt2::{Collective, Config, Error, Gpt2, SaveDtype};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -63,9 +71,22 @@ struct Args {
     /// Tokens per row (T); at most the model's n_positions.
     #[arg(long, default_value_t = 64)]
     seq_len: usize,
-    /// Micro-batches per optimizer step.
+    /// Micro-batches per optimizer step (per rank: the step's global batch is
+    /// ranks × grad-accum × B × T tokens).
     #[arg(long, default_value_t = 1)]
     grad_accum: usize,
+    /// ZeRO stage under data parallelism: 0 = replicated optimizer, 1 = AdamW moments sharded
+    /// across ranks (same results, optimizer memory ÷ ranks).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    zero: u8,
+    /// Overlap the gradient all-reduce with the backward pass (25 MB buckets, last layers
+    /// first, on a communication thread; ZeRO 0 only). Same results either way.
+    #[arg(long)]
+    overlap: bool,
+    /// Watchdog: if no step finishes for this many seconds, print an error and end every rank
+    /// (MPI_Abort) — for a rank that hangs instead of dying (0: off).
+    #[arg(long, default_value_t = 0)]
+    step_timeout: u64,
     /// Peak learning rate.
     #[arg(long, default_value_t = 6e-4)]
     lr: f64,
@@ -146,9 +167,33 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    if let Err(e) = run(&args) {
-        eprintln!("error: {e}");
+    let comm = match collective() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = run(&args, &comm) {
+        eprintln!("error ({}): {e}", comm.describe());
+        if comm.size() > 1 {
+            // The other ranks may be waiting in a collective: end them all (MPI_Abort).
+            comm.abort(1);
+        }
         std::process::exit(1);
+    }
+}
+
+/// The data-parallel group: MPI_COMM_WORLD with `--features mpi` (one rank without mpirun),
+/// a single process otherwise.
+fn collective() -> gpt2::Result<Arc<dyn Collective>> {
+    #[cfg(feature = "mpi")]
+    {
+        Ok(Arc::new(gpt2::collective::MpiCollective::init()?))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        Ok(Arc::new(gpt2::SingleProcess))
     }
 }
 
@@ -253,12 +298,35 @@ fn trainer_config(args: &Args) -> TrainerConfig {
     }
 }
 
-fn run(args: &Args) -> gpt2::Result<()> {
-    let mut history: Vec<StepStats> = Vec::with_capacity(args.steps);
+fn run(args: &Args, comm: &Arc<dyn Collective>) -> gpt2::Result<()> {
+    let (rank, world) = (comm.rank(), comm.size());
+    let lead = rank == 0;
+    // fail before any work, not after the last step, when the results cannot be written
+    // (rank 0 alone writes them)
+    if lead {
+        gpt2::train::ensure_writable_dir(&args.out)?;
+    }
+    let mut history: Vec<StepStats> = Vec::with_capacity(args.steps.min(1 << 16)); // --steps may be absurd
     let mut val_hist: Vec<(usize, f32)> = Vec::new();
-    let (mut trainer, geo, origin, data_state) = match &args.resume {
+    let (trainer, geo, origin, data_state) = match &args.resume {
         Some(dir) => {
-            let ckpt = Checkpoint::load(dir)?;
+            let mut ckpt = Checkpoint::load(dir)?;
+            // A checkpoint of N ranks × grad_accum k resumes on M ranks with the same global batch.
+            let saved_world = ckpt.extra["world_size"].as_u64().unwrap_or(1) as usize;
+            if saved_world != world {
+                let global = ckpt.config.grad_accum * saved_world;
+                if global % world != 0 {
+                    return Err(Error::InvalidArgument {
+                        name: "resume",
+                        reason: format!(
+                            "the checkpoint was written by {saved_world} ranks × grad_accum {} = {global} \
+                             micro-batches per step, which {world} ranks cannot split evenly",
+                            ckpt.config.grad_accum
+                        ),
+                    });
+                }
+                ckpt.config.grad_accum = global / world;
+            }
             let geo: Geometry = serde_json::from_value(ckpt.extra["geometry"].clone())
                 .map_err(|e| Error::Json { path: dir.join("trainer.json"), reason: e.to_string() })?;
             if let Ok(h) = serde_json::from_value::<Vec<StepStats>>(ckpt.extra["history"].clone()) {
@@ -278,11 +346,13 @@ fn run(args: &Args) -> gpt2::Result<()> {
             (Trainer::new(model, trainer_config(args))?, geo, origin, None)
         }
     };
+    let mut trainer = trainer
+        .distributed(comm.clone(), DataParallel { zero: args.zero, overlap: args.overlap, ..Default::default() })?;
     let cfg = trainer.model().config().clone();
     if geo.seq_len > cfg.n_positions {
         return Err(Error::SequenceTooLong { len: geo.seq_len, n_positions: cfg.n_positions });
     }
-    let mut lc = LoaderConfig::new(geo.batch_size, geo.seq_len).with_vocab_size(cfg.vocab_size);
+    let mut lc = LoaderConfig::new(geo.batch_size, geo.seq_len).with_vocab_size(cfg.vocab_size).with_rank(rank, world);
     if geo.shuffle {
         lc = lc.with_shuffle(geo.seed);
     }
@@ -320,7 +390,7 @@ fn run(args: &Args) -> gpt2::Result<()> {
     }
     let n_params = trainer.model().num_parameters();
     let n_train = trainer.mask().num_trainable(n_params);
-    let tokens_per_step = geo.batch_size * geo.seq_len * trainer.config().grad_accum;
+    let tokens_per_step = geo.batch_size * geo.seq_len * trainer.config().grad_accum * world;
     let header = json!({
         "event": "start",
         "init": origin,
@@ -333,8 +403,12 @@ fn run(args: &Args) -> gpt2::Result<()> {
         "tokens_per_step": tokens_per_step,
         "first_step": first_step,
         "threads": rayon::current_num_threads(),
+        "ranks": world,
+        "zero": args.zero,
     });
-    let bar = if args.json {
+    let bar = if !lead {
+        ProgressBar::hidden()
+    } else if args.json {
         println!("{header}");
         ProgressBar::hidden()
     } else {
@@ -343,7 +417,7 @@ fn run(args: &Args) -> gpt2::Result<()> {
             cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.n_positions, cfg.vocab_size
         );
         eprintln!(
-            "data: {} train tokens ({} batches/epoch){}; {tokens_per_step} tokens/step; {} threads",
+            "data: {} train tokens ({} batches/epoch/rank){}; {tokens_per_step} tokens/step; {world} rank(s) × {} threads",
             train.num_tokens(),
             train.batches_per_epoch(),
             val.as_ref().map(|v| format!(", {} val tokens", v.num_tokens())).unwrap_or_default(),
@@ -359,23 +433,44 @@ fn run(args: &Args) -> gpt2::Result<()> {
     };
 
     let started = Instant::now();
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0)); // seconds since `started`
+    if args.step_timeout > 0 {
+        let (comm, progress, limit) = (comm.clone(), progress.clone(), args.step_timeout);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let idle = started.elapsed().as_secs().saturating_sub(progress.load(std::sync::atomic::Ordering::Relaxed));
+            if idle > limit {
+                eprintln!("error ({}): no step finished for {idle} s (--step-timeout {limit})", comm.describe());
+                if comm.size() > 1 {
+                    comm.abort(1);
+                }
+                std::process::exit(1);
+            }
+        });
+    }
     let eval = |trainer: &mut Trainer, step: usize, val: &mut Option<DataLoader>| -> gpt2::Result<Option<f32>> {
         let Some(v) = val.as_mut() else { return Ok(None) };
         v.reset();
         let batches = args.eval_batches.min(v.batches_per_epoch()).max(1);
-        let loss = trainer.eval_loss(v, batches)?;
-        if args.json {
-            println!("{}", json!({"event": "val", "step": step, "val_loss": loss}));
+        let loss = trainer.eval_loss(v, batches)?; // split across ranks, reduced exactly
+        if args.json && lead {
+            println!(
+                "{}",
+                json!({"event": "val", "step": step, "val_loss": loss,
+                                   "val_perplexity": gpt2::eval::perplexity_from_loss(loss as f64)})
+            );
         }
         Ok(Some(loss))
     };
     for step in first_step..args.steps {
         let st = trainer.step(&mut train)?;
-        if args.json {
+        progress.store(started.elapsed().as_secs(), std::sync::atomic::Ordering::Relaxed);
+        if args.json && lead {
             println!(
                 "{}",
                 json!({"event": "step", "step": st.step, "loss": st.loss, "lr": st.lr, "grad_norm": st.grad_norm,
-                       "ms": st.ms, "tokens_per_sec": st.tokens_per_sec, "skipped": st.skipped})
+                       "ms": st.ms, "comm_ms": st.comm_ms, "comm_exposed_ms": st.comm_exposed_ms, "tokens_per_sec": st.tokens_per_sec,
+                       "skipped": st.skipped})
             );
         }
         history.push(st);
@@ -387,10 +482,10 @@ fn run(args: &Args) -> gpt2::Result<()> {
             }
         }
         if args.checkpoint_every > 0 && ((step + 1) % args.checkpoint_every == 0 || last) {
-            let extra = json!({"geometry": geo, "history": history, "val": val_hist});
+            let extra = json!({"geometry": geo, "history": history, "val": val_hist, "world_size": world});
             let dir = args.out.join("checkpoint");
-            trainer.save_checkpoint(&dir, Some(&train), extra)?;
-            if args.json {
+            trainer.save_checkpoint(&dir, Some(&train), extra)?; // collective; rank 0 writes
+            if args.json && lead {
                 println!("{}", json!({"event": "checkpoint", "step": step, "dir": dir.display().to_string()}));
             }
         }
@@ -402,6 +497,10 @@ fn run(args: &Args) -> gpt2::Result<()> {
     }
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
+    trainer.check_replicas()?;
+    if !lead {
+        return Ok(());
+    }
 
     // --- outputs ---------------------------------------------------------------------------------
     std::fs::create_dir_all(&args.out).map_err(|e| Error::Io { path: args.out.clone(), source: e })?;
@@ -414,6 +513,10 @@ fn run(args: &Args) -> gpt2::Result<()> {
     let tokens: usize = run_steps.iter().map(|s| s.tokens).sum();
     let step_ms: Vec<f64> = run_steps.iter().map(|s| s.ms).collect();
     let median_ms = median(&step_ms);
+    let comm_ms: Vec<f64> = run_steps.iter().map(|s| s.comm_ms).collect();
+    let median_comm_ms = median(&comm_ms);
+    let exposed_ms: Vec<f64> = run_steps.iter().map(|s| s.comm_exposed_ms).collect();
+    let median_exposed_ms = median(&exposed_ms);
     let summary = json!({
         "event": "summary",
         "steps": history.len(),
@@ -424,6 +527,11 @@ fn run(args: &Args) -> gpt2::Result<()> {
         "final_val_loss": val_hist.last().map(|v| v.1),
         "seconds": secs,
         "median_step_ms": median_ms,
+        "median_comm_ms": median_comm_ms,
+        "median_comm_exposed_ms": median_exposed_ms,
+        "overlap": args.overlap,
+        "ranks": world,
+        "zero": args.zero,
         "tokens": tokens,
         "tokens_per_sec": tokens as f64 / secs,
         "parameters": n_params,

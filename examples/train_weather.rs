@@ -65,6 +65,13 @@ fn main() {
 }
 
 fn run(args: &Args) -> gpt2::Result<()> {
+    if args.iters == 0 {
+        return Err(gpt2::Error::InvalidArgument { name: "iters", reason: "must be at least 1".into() });
+    }
+    // fail before the first step, not after the last, when the results cannot be written
+    if let Some(dir) = &args.out {
+        gpt2::train::ensure_writable_dir(dir)?;
+    }
     let model = Gpt2::new_random(Config::nano(BLOCK_SIZE, VOCAB), args.seed)?;
     let cfg = TrainerConfig {
         optimizer: AdamWConfig {

@@ -170,6 +170,23 @@ pub enum Error {
         what: String,
     },
 
+    /// The ranks of a data-parallel group disagree (parameters, settings, step counts), or a
+    /// collective operation failed.
+    #[error("data-parallel group: {0}")]
+    Collective(String),
+
+    /// A buffer sized from user input cannot be allocated: its size overflows, exceeds the
+    /// memory this machine has available, or the allocator refused it.
+    #[error("cannot allocate {bytes} bytes for {what}: {reason}")]
+    OutOfMemory {
+        /// What the buffer is for.
+        what: String,
+        /// Bytes requested (saturated at `u128::MAX` when the size itself overflows).
+        bytes: u128,
+        /// Why it failed.
+        reason: String,
+    },
+
     /// The requested compute device is unavailable.
     #[error("device error: {0}")]
     Device(String),

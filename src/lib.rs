@@ -17,6 +17,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod collective;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod data;
@@ -24,18 +25,20 @@ pub mod device;
 pub mod edit;
 pub mod error;
 pub mod eval;
-mod fsutil;
+pub mod fsutil;
 pub mod generate;
 pub mod inspect;
 /// Compute kernels (GEMM, attention, layernorm, …). Internal: public only so the benches and
 /// tests can reach them; not part of the semver-stable API.
 #[doc(hidden)]
 pub mod kernels;
+pub mod mem;
 pub mod model;
 pub mod rng;
 pub mod tokenizer;
 pub mod train;
 
+pub use collective::{Collective, SingleProcess};
 #[cfg(feature = "cuda")]
 pub use cuda::{CudaKvCache, CudaModel};
 pub use data::{BatchSource, DataLoader, LoaderConfig};

@@ -357,7 +357,7 @@ fn is_shard_file(path: &Path) -> Result<bool> {
     }
     use std::io::Read;
     let mut head = [0u8; 6];
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut f = crate::fsutil::open_regular(path)?;
     let n = f.read(&mut head).map_err(|e| Error::io(path, e))?;
     Ok(head[..n].starts_with(NPY_MAGIC) || (n >= 4 && head[..4] == BIN_MAGIC.to_le_bytes()))
 }
@@ -421,12 +421,10 @@ impl BatchSource for DataLoader {
             )
         };
         let cfg = &self.cfg;
-        for (what, a, b) in [
-            ("batch_size", saved.batch_size, cfg.batch_size),
-            ("seq_len", saved.seq_len, cfg.seq_len),
-            ("rank", saved.rank, cfg.rank),
-            ("world_size", saved.world_size, cfg.world_size),
-        ] {
+        // The position is global (every rank of a group is at the same one), so any rank may
+        // restore any rank's state; another world size is remapped below when possible.
+        for (what, a, b) in [("batch_size", saved.batch_size, cfg.batch_size), ("seq_len", saved.seq_len, cfg.seq_len)]
+        {
             if a != b {
                 return Err(mismatch(what, a.to_string(), b.to_string()));
             }
@@ -445,6 +443,31 @@ impl BatchSource for DataLoader {
             };
             return Err(mismatch("data", describe(&saved.shard_tokens), describe(&tokens)));
         }
-        self.seek(saved.position)
+        let mut position = saved.position;
+        if saved.world_size != cfg.world_size {
+            let (n, m) = (saved.world_size, cfg.world_size);
+            if saved.shuffle_seed.is_some() {
+                return Err(Error::arg(
+                    "state",
+                    format!(
+                        "saved by {n} data-parallel ranks with shuffling, and the shuffled window order depends on \
+                         the number of ranks: resume with {n} ranks"
+                    ),
+                ));
+            }
+            // `window` global windows of n·B·T tokens are done in this shard.
+            let done = position.window as u128 * n as u128;
+            if done % m as u128 != 0 {
+                return Err(Error::arg(
+                    "state",
+                    format!(
+                        "saved by {n} data-parallel ranks {done} batches into a shard, which {m} ranks cannot \
+                         continue evenly: resume with a number of ranks that divides {done}"
+                    ),
+                ));
+            }
+            position.window = (done / m as u128) as usize;
+        }
+        self.seek(position)
     }
 }

@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use super::completion::argmin_first;
 use super::score::{Evaluator, ScoreRow};
+use crate::collective::{block_range, Collective};
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
 
@@ -92,7 +93,7 @@ pub struct HellaSwagData {
 /// [`ReadOptions::skip_malformed`], recorded in [`HellaSwagData::skipped`].
 pub fn read_hellaswag(path: impl AsRef<Path>, opts: ReadOptions) -> Result<HellaSwagData> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::fsutil::read_regular(path)?;
     parse_hellaswag(&bytes, path, opts)
 }
 
@@ -347,14 +348,12 @@ pub fn render(
 /// `--skip-malformed` run skips instead of aborting.
 ///
 /// ```
-/// use gpt2::eval::hellaswag::{partition_renderable, HellaSwagExample, HellaSwagStyle};
+/// use gpt2::eval::hellaswag::{parse_hellaswag, partition_renderable, HellaSwagStyle, ReadOptions};
 /// let tok = gpt2::Tokenizer::gpt2().unwrap();
-/// let ex = |ctx: &str, line| HellaSwagExample {
-///     activity_label: "A".into(), ctx_a: ctx.into(), ctx_b: String::new(), ctx: ctx.into(),
-///     endings: vec!["a".into(), "b".into(), "c".into(), "d".into()], label: 0, line,
-/// };
-/// let long = "word ".repeat(40);
-/// let (ok, skipped) = partition_renderable(vec![ex("Hi.", 1), ex(&long, 2)], &tok, HellaSwagStyle::Completion, 16);
+/// let line = |ctx: &str| format!(r#"{{"ctx":"{ctx}","endings":["a","b","c","d"],"label":0}}"#);
+/// let text = format!("{}\n{}\n", line("Hi."), line(&"word ".repeat(40)));
+/// let data = parse_hellaswag(text.as_bytes(), "mem".as_ref(), ReadOptions::default()).unwrap();
+/// let (ok, skipped) = partition_renderable(data.examples, &tok, HellaSwagStyle::Completion, 16);
 /// assert_eq!((ok.len(), skipped.len(), skipped[0].line), (1, 1, 2));
 /// ```
 pub fn partition_renderable(
@@ -470,11 +469,90 @@ impl Evaluator<'_> {
                 avg_losses,
             });
         }
-        let n = predictions.len();
-        let acc = predictions.iter().filter(|p| p.pred == p.label).count() as f64 / n as f64;
-        let acc_norm = predictions.iter().filter(|p| p.pred_norm == p.label).count() as f64 / n as f64;
-        Ok(HellaSwagEval { style, n, acc, acc_norm, predictions })
+        Ok(summarize(style, predictions))
     }
+
+    /// [`hellaswag`](Self::hellaswag) split across the ranks of a data-parallel group
+    /// (collective: every rank passes the same examples). Rank `r` scores block `r` of the
+    /// examples ([`block_range`]); the per-ending losses are summed over the ranks exactly
+    /// (each value comes from one rank, the others add zeros), so every rank gets the whole
+    /// result, the same as one process computing the same per-example losses.
+    ///
+    /// ```
+    /// use gpt2::eval::hellaswag::{read_hellaswag, ReadOptions};
+    /// use gpt2::eval::{Evaluator, HellaSwagStyle};
+    /// use gpt2::{Gpt2, SingleProcess, Tokenizer};
+    /// let model = Gpt2::load(gpt2::model::io::bundled_model_dir()).unwrap();
+    /// let tok = Tokenizer::gpt2().unwrap();
+    /// let file = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/data/hellaswag_mini.jsonl");
+    /// let ex = read_hellaswag(file, ReadOptions { limit: Some(2), ..Default::default() }).unwrap().examples;
+    /// let ev = Evaluator::new(&model);
+    /// let one = ev.hellaswag(&tok, &ex, HellaSwagStyle::Completion).unwrap();
+    /// let split = ev.hellaswag_distributed(&tok, &ex, HellaSwagStyle::Completion, &SingleProcess).unwrap();
+    /// assert_eq!(one, split);
+    /// ```
+    pub fn hellaswag_distributed(
+        &self,
+        tok: &Tokenizer,
+        examples: &[HellaSwagExample],
+        style: HellaSwagStyle,
+        comm: &dyn Collective,
+    ) -> Result<HellaSwagEval> {
+        if comm.size() == 1 {
+            return self.hellaswag(tok, examples, style);
+        }
+        if examples.is_empty() {
+            return Err(Error::EmptyInput("no HellaSwag examples".into()));
+        }
+        let mine = block_range(examples.len(), comm.size(), comm.rank());
+        // [sum_losses (4), avg_losses (4)] per example, zero where another rank scores it
+        let mut losses = vec![0f64; examples.len() * 2 * NUM_ENDINGS];
+        let local =
+            if mine.is_empty() { Ok(None) } else { self.hellaswag(tok, &examples[mine.clone()], style).map(Some) };
+        // A rank whose examples fail still joins the reduction (with NaN), so no rank hangs.
+        let mut failed = [0f64];
+        match &local {
+            Ok(Some(res)) => {
+                for (p, i) in res.predictions.iter().zip(mine.clone()) {
+                    let at = i * 2 * NUM_ENDINGS;
+                    losses[at..at + NUM_ENDINGS].copy_from_slice(&p.sum_losses);
+                    losses[at + NUM_ENDINGS..at + 2 * NUM_ENDINGS].copy_from_slice(&p.avg_losses);
+                }
+            }
+            Ok(None) => {}
+            Err(_) => failed[0] = 1.0,
+        }
+        comm.all_reduce_sum_f64(&mut failed)?;
+        local?;
+        if failed[0] > 0.0 {
+            return Err(Error::Collective(format!("HellaSwag scoring failed on {} rank(s)", failed[0] as usize)));
+        }
+        comm.all_reduce_sum_f64(&mut losses)?;
+        let predictions = examples
+            .iter()
+            .zip(losses.chunks_exact(2 * NUM_ENDINGS))
+            .map(|(ex, l)| {
+                let (sum_losses, avg_losses) = (l[..NUM_ENDINGS].to_vec(), l[NUM_ENDINGS..].to_vec());
+                HellaSwagPrediction {
+                    line: ex.line,
+                    label: ex.label,
+                    pred: argmin_first(&sum_losses).unwrap_or(0),
+                    pred_norm: argmin_first(&avg_losses).unwrap_or(0),
+                    sum_losses,
+                    avg_losses,
+                }
+            })
+            .collect();
+        Ok(summarize(style, predictions))
+    }
+}
+
+/// Accuracies of a list of predictions.
+fn summarize(style: HellaSwagStyle, predictions: Vec<HellaSwagPrediction>) -> HellaSwagEval {
+    let n = predictions.len();
+    let acc = predictions.iter().filter(|p| p.pred == p.label).count() as f64 / n as f64;
+    let acc_norm = predictions.iter().filter(|p| p.pred_norm == p.label).count() as f64 / n as f64;
+    HellaSwagEval { style, n, acc, acc_norm, predictions }
 }
 
 #[cfg(test)]

@@ -70,10 +70,24 @@ pub fn heatmap_pixels(map: ArrayView2<'_, f32>, cell: usize) -> Result<Raster> {
     if map.iter().any(|v| !v.is_finite()) {
         return Err(Error::arg("map", "contains a non-finite value"));
     }
-    let (w, h) = (tk * (cell + 1) + 1, tq * (cell + 1) + 1);
-    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
-        return Err(Error::arg("cell", format!("image would be {w}x{h} pixels (max {MAX_IMAGE_SIDE})")));
-    }
+    // `n · (cell + 1) + 1` pixels per side, checked: `cell` comes from the user (usize::MAX
+    // must be an error, not an overflow panic or a wrapped small size)
+    let side = |n: usize| cell.checked_add(1).and_then(|c| n.checked_mul(c)).and_then(|x| x.checked_add(1));
+    let (w, h) = match (side(tk), side(tq)) {
+        (Some(w), Some(h)) if w <= MAX_IMAGE_SIDE && h <= MAX_IMAGE_SIDE => (w, h),
+        (w, h) => {
+            let size = match (w, h) {
+                (Some(w), Some(h)) => format!("{w}x{h} pixels"),
+                _ => "more than usize::MAX pixels per side".to_string(),
+            };
+            return Err(Error::arg(
+                "cell",
+                format!(
+                    "{cell} pixels per entry of a [{tq}, {tk}] map: the image would be {size} (max {MAX_IMAGE_SIDE} per side)"
+                ),
+            ));
+        }
+    };
     let mut palette: Vec<[u8; 3]> = (0..LEVELS).map(|k| colormap(k as f32 / (LEVELS - 1) as f32)).collect();
     palette.push(GRID);
     let mut pixels = vec![LEVELS as u8; w * h];

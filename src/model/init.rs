@@ -11,7 +11,7 @@ impl Gpt2 {
     pub fn new_random(config: Config, seed: u64) -> Result<Self> {
         config.validate()?;
         let layout = super::ParamLayout::new(&config);
-        let mut params = vec![0f32; layout.total()];
+        let mut params = crate::mem::zeroed_f32(layout.total(), "the model's parameters")?;
         let mut rng = Rng::new(seed);
         let proj_std = 0.02 / (2.0 * config.n_layer as f32).sqrt();
         for info in layout.params() {

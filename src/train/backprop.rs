@@ -394,7 +394,12 @@ fn head(model: &Gpt2, a: &mut Activations, grads: Option<(&mut [f32], &GradMask)
 
 /// Backward through `ln_f`, the blocks and the embeddings, accumulating into `grads`
 /// (`a.dln` holds `dL/d ln_f output`).
-fn backward_body(model: &Gpt2, a: &mut Activations, grads: &mut [f32], mask: &GradMask) {
+/// Called by the backward pass with a parameter range whose gradient is final (for this
+/// micro-batch) and that gradient: `ln_f`, then blocks `L−1 … 0`, then the embeddings — the
+/// buckets of an all-reduce overlapped with the rest of the backward pass.
+pub(crate) type GradReady<'h> = &'h mut dyn FnMut(std::ops::Range<usize>, &[f32]);
+
+fn backward_body(model: &Gpt2, a: &mut Activations, grads: &mut [f32], mask: &GradMask, ready: GradReady<'_>) {
     let cfg = model.config();
     let (b, t) = (a.b, a.t);
     let (c, h, nh) = (cfg.n_embd, cfg.mlp_hidden(), cfg.n_head);
@@ -420,6 +425,7 @@ fn backward_body(model: &Gpt2, a: &mut Activations, grads: &mut [f32], mask: &Gr
             c,
         );
     }
+    ready(lay.ln_f_w..lay.total(), &grads[lay.ln_f_w..]);
     let probs_len = b * nh * t * t;
     let drop = a.drop;
     let resid_drop = drop.is_some_and(|d| d.resid > 0.0);
@@ -558,6 +564,8 @@ fn backward_body(model: &Gpt2, a: &mut Activations, grads: &mut [f32], mask: &Gr
                 c,
             );
         }
+        let end = lay.blocks.get(l + 1).map_or(lay.ln_f_w, |next| next.ln_1_w);
+        ready(o.ln_1_w..end, &grads[o.ln_1_w..end]);
     }
     if mask.wants(lay.wte) || mask.wants(lay.wpe) {
         if drop.is_some_and(|d| d.embd > 0.0) {
@@ -573,6 +581,8 @@ fn backward_body(model: &Gpt2, a: &mut Activations, grads: &mut [f32], mask: &Gr
             &a.pos,
             c,
         );
+        let end = lay.blocks.first().map_or(lay.ln_f_w, |b| b.ln_1_w);
+        ready(0..end, &grads[..end]);
     }
 }
 
@@ -661,6 +671,19 @@ pub fn forward_backward_with(
     targets: ArrayView2<'_, i32>,
     opts: &BackwardOptions<'_>,
 ) -> Result<f32> {
+    forward_backward_hooked(model, acts, grads, tokens, targets, opts, &mut |_, _| {})
+}
+
+/// [`forward_backward_with`], calling `ready` as each part of the gradient becomes final.
+pub(crate) fn forward_backward_hooked(
+    model: &Gpt2,
+    acts: &mut Activations,
+    grads: &mut [f32],
+    tokens: ArrayView2<'_, u32>,
+    targets: ArrayView2<'_, i32>,
+    opts: &BackwardOptions<'_>,
+    ready: GradReady<'_>,
+) -> Result<f32> {
     if grads.len() != model.num_parameters() {
         return Err(Error::Shape(format!(
             "gradient buffer has {} values, the model has {} parameters",
@@ -685,7 +708,7 @@ pub fn forward_backward_with(
     forward_body(model, acts, &Rng::new(opts.dropout_seed.unwrap_or(0)));
     let scale = opts.loss_scale / valid as f32;
     let sum = head(model, acts, Some((grads, opts.mask)), scale);
-    backward_body(model, acts, grads, opts.mask);
+    backward_body(model, acts, grads, opts.mask, ready);
     Ok((sum / valid as f64) as f32)
 }
 

@@ -254,6 +254,11 @@ impl Trainer {
     /// `latest` naming a complete checkpoint (the new one from the pointer rename on, the
     /// previous one before it; a legacy checkpoint stays loadable until the first new pointer
     /// exists). [`Checkpoint::load`] reads either layout.
+    ///
+    /// In a data-parallel group this is collective: every rank calls it, the parameters are
+    /// checked to be identical on every rank ([`Trainer::check_replicas`]), ZeRO-1 moments are
+    /// gathered, and rank 0 alone writes (the other ranks return `Ok` without touching `dir`).
+    /// The files are the same as one process's, so any number of ranks can resume from them.
     pub fn save_checkpoint(
         &self,
         dir: impl AsRef<Path>,
@@ -272,6 +277,12 @@ impl Trainer {
         extra: serde_json::Value,
         hook: SaveHook<'_>,
     ) -> Result<()> {
+        // Data parallel: collective up to here; rank 0 alone writes.
+        self.check_replicas()?;
+        let (m, v) = self.full_moments()?;
+        if self.collective().rank() != 0 {
+            return Ok(());
+        }
         let mut p = Protocol { hook, crashed: false };
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let current = read_pointer(dir)?;
@@ -287,7 +298,7 @@ impl Trainer {
             .expect("an unused name");
         let tmp = dir.join(temp_name(&name, "tmp"));
         std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let written = self.write_step(&tmp, data, extra, &mut p);
+        let written = self.write_step(&tmp, data, extra, (&m[..], &v[..]), &mut p);
         if let Err(e) = written {
             if !p.crashed {
                 let _ = std::fs::remove_dir_all(&tmp);
@@ -354,12 +365,13 @@ impl Trainer {
         dir: &Path,
         data: Option<&dyn BatchSource>,
         extra: serde_json::Value,
+        moments: (&[f32], &[f32]),
         p: &mut Protocol<'_>,
     ) -> Result<()> {
         p.at(SaveStage::TempCreated)?;
         self.model().save_with_dtype(dir, SaveDtype::F32)?;
         p.at(SaveStage::ModelWritten)?;
-        let (m, v) = self.optimizer().moments();
+        let (m, v) = moments;
         let mut meta = BTreeMap::new();
         meta.insert("format".to_string(), CHECKPOINT_FORMAT.to_string());
         let shape = [m.len()];

@@ -27,13 +27,15 @@ pub mod select;
 pub mod trainer;
 pub mod weather;
 
+pub use crate::fsutil::ensure_writable_dir;
 pub use backprop::{forward_backward, forward_backward_with, forward_loss, Activations, BackwardOptions};
 pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT};
 pub use optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, DecayGroups};
 pub use schedule::LrSchedule;
 pub use select::{GradMask, ParamSelection};
 pub use trainer::{
-    EvalFn, EvalHook, Metric, NonFinitePolicy, RunHistory, StepStats, TrainEvent, Trainer, TrainerConfig, IGNORE_TARGET,
+    DataParallel, EvalFn, EvalHook, Metric, Moments, NonFinitePolicy, RunHistory, StepStats, TrainEvent, Trainer,
+    TrainerConfig, IGNORE_TARGET,
 };
 
 /// Writes `value` as pretty JSON to `path` atomically (temporary file + rename), e.g. a run's

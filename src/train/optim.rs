@@ -164,7 +164,9 @@ impl AdamW {
         cfg.validate()?;
         let segments = segments(layout, mask, cfg.decay_groups);
         let n = segments.iter().map(|s| s.params.len()).sum();
-        Ok(AdamW { cfg, m: vec![0.0; n], v: vec![0.0; n], t: 0, segments })
+        let (m, v) =
+            (crate::mem::zeroed_f32(n, "AdamW first moments")?, crate::mem::zeroed_f32(n, "AdamW second moments")?);
+        Ok(AdamW { cfg, m, v, t: 0, segments })
     }
 
     /// The hyper-parameters.
@@ -241,6 +243,40 @@ impl AdamW {
     /// Flat ranges the optimizer updates (the trainable tensors).
     pub fn ranges(&self) -> impl Iterator<Item = Range<usize>> + '_ {
         self.segments.iter().map(|s| s.params.clone())
+    }
+
+    /// Where each run of the moment buffers lives in parameter space: `(parameter range,
+    /// offset in the moment buffers)`, in moment order.
+    pub(crate) fn state_map(&self) -> Vec<(Range<usize>, usize)> {
+        self.segments.iter().map(|s| (s.params.clone(), s.state)).collect()
+    }
+
+    /// ZeRO-1: the same optimizer restricted to the parameters in `block` — the moments outside
+    /// it are dropped, and [`step`](Self::step) updates only `block` (the same arithmetic, so a
+    /// set of shards covering every parameter does exactly what the whole optimizer does).
+    pub(crate) fn shard(&self, block: Range<usize>) -> AdamW {
+        let (mut m, mut v, mut segments) = (Vec::new(), Vec::new(), Vec::new());
+        for s in &self.segments {
+            let (a, b) = (s.params.start.max(block.start), s.params.end.min(block.end));
+            if a >= b {
+                continue;
+            }
+            let from = s.state + (a - s.params.start);
+            segments.push(Segment { params: a..b, state: m.len(), decay: s.decay });
+            m.extend_from_slice(&self.m[from..from + (b - a)]);
+            v.extend_from_slice(&self.v[from..from + (b - a)]);
+        }
+        AdamW { cfg: self.cfg, m, v, t: self.t, segments }
+    }
+
+    /// Writes the moments into parameter-space buffers whose index 0 is parameter `origin`
+    /// (positions of non-trainable parameters are left as they are).
+    pub(crate) fn moments_to_param_space(&self, m_out: &mut [f32], v_out: &mut [f32], origin: usize) {
+        for s in &self.segments {
+            let (a, n) = (s.params.start - origin, s.params.len());
+            m_out[a..a + n].copy_from_slice(&self.m[s.state..s.state + n]);
+            v_out[a..a + n].copy_from_slice(&self.v[s.state..s.state + n]);
+        }
     }
 }
 
