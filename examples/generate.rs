@@ -4,10 +4,14 @@
 //! cargo run --release --example generate
 //! cargo run --release --example generate -- --prompt "KING HENRY:" --max-new-tokens 60 --stream
 //! cargo run --release --example generate -- --greedy --json
+//! cargo run --release --example generate -- --num-beams 4 --num-samples 2 --max-new-tokens 20 --json
+//! cargo run --release --example generate -- --greedy --logprobs 3 --max-new-tokens 10 --json
 //! cargo run --release --example generate -- --model gpt2-124m --prompt "Hello, I'm a language model,"
 //! ```
 //! Defaults: prompt "ROMEO:", 100 new tokens, temperature 0.8, top-k 40, seed 1337 — except
 //! where the model's `generation_config.json` says otherwise (flags given override both).
+//! `--num-beams N` runs beam search (greedy scoring, transformers' rules); `--num-samples`
+//! then is the number of best hypotheses returned.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,7 +19,7 @@ use std::path::PathBuf;
 mod common;
 
 use clap::Parser;
-use gpt2::generate::{generate, GenerateConfig, SamplingParams};
+use gpt2::generate::{generate, EarlyStopping, GenerateConfig, SamplingParams};
 use gpt2::{GenerationConfig, Gpt2, Tokenizer};
 
 #[derive(Parser, Debug)]
@@ -59,9 +63,21 @@ struct Args {
     /// Random seed.
     #[arg(long, default_value_t = 1337)]
     seed: u64,
-    /// Samples to draw (decoded together as one batch).
+    /// Samples to draw (decoded together as one batch); with beams, hypotheses to return.
     #[arg(long, default_value_t = 1)]
     num_samples: usize,
+    /// Beam search with this many beams (1: no beam search).
+    #[arg(long, default_value_t = 1)]
+    num_beams: usize,
+    /// Beam search: score = sum of log-probs / length^penalty.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    length_penalty: f32,
+    /// Beam search stopping rule: false (heuristic), true (when full) or never.
+    #[arg(long, default_value = "false")]
+    early_stopping: String,
+    /// Per-token log-probabilities with this many alternatives (printed with --json).
+    #[arg(long)]
+    logprobs: Option<usize>,
     /// Print text as it is generated.
     #[arg(long)]
     stream: bool,
@@ -106,7 +122,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     s.min_p = (args.min_p != 0.0).then_some(args.min_p);
     s.repetition_penalty = args.repetition_penalty;
     s.no_repeat_ngram_size = args.no_repeat_ngram;
-    if args.greedy {
+    if args.greedy || args.num_beams > 1 {
         cfg.sampling = SamplingParams {
             repetition_penalty: args.repetition_penalty,
             no_repeat_ngram_size: args.no_repeat_ngram,
@@ -118,12 +134,21 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     cfg.seed = args.seed;
     cfg.num_samples = args.num_samples;
+    cfg.num_beams = args.num_beams;
+    cfg.length_penalty = args.length_penalty;
+    cfg.early_stopping = match args.early_stopping.as_str() {
+        "false" => EarlyStopping::Heuristic,
+        "true" => EarlyStopping::WhenFull,
+        "never" => EarlyStopping::Never,
+        other => return Err(format!("--early-stopping {other:?}: expected false, true or never").into()),
+    };
+    cfg.logprobs = args.logprobs;
     if args.ignore_eos {
         cfg.eos_token_id = None;
         cfg.stop_token_ids.clear();
     }
     cfg.stop_strings = args.stop.clone();
-    let streaming = args.stream && !args.json;
+    let streaming = args.stream && !args.json && args.num_beams == 1;
     if streaming {
         print!("{}", args.prompt);
         std::io::stdout().flush()?;
@@ -140,7 +165,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let samples: Vec<_> = out
             .samples
             .iter()
-            .map(|s| serde_json::json!({"text": s.text, "token_ids": s.token_ids, "finish_reason": s.finish_reason}))
+            .map(|s| {
+                serde_json::json!({
+                    "text": s.text, "token_ids": s.token_ids, "finish_reason": s.finish_reason,
+                    "score": s.score, "logprobs": s.logprobs, "logprob_summary": s.logprob_summary(),
+                })
+            })
             .collect();
         let j = serde_json::json!({
             "model": path, "device": model.device_label(), "dtype": model.dtype_label(),
@@ -156,8 +186,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             println!();
             continue;
         }
-        if out.samples.len() > 1 {
-            println!("--- sample {i}");
+        match (s.score, s.logprob_summary()) {
+            (Some(score), _) => println!("--- beam {i} (score {score:.4})"),
+            (None, Some(lp)) => {
+                println!("--- sample {i} (mean log-prob {:.3}, perplexity {:.2})", lp.mean, lp.perplexity)
+            }
+            _ if out.samples.len() > 1 => println!("--- sample {i}"),
+            _ => {}
         }
         println!("{}{}", args.prompt, s.text);
     }

@@ -6,6 +6,10 @@
 //!     --max-length 128 --stride 64 --batch-size 8
 //! cargo run --release --example perplexity -- --text "To be, or not to be" --json
 //! ```
+//! The file is read, tokenized and scored as a stream (blocks of about 1 MiB cut where GPT-2's
+//! pre-tokenizer always splits; windows scored a block at a time), so memory does not grow with
+//! the file: a 200 MB text runs in about the memory of the model.
+//!
 //! JSON keys: model, device, dtype, batch_size, tokens, avg_loss, perplexity, seconds,
 //! tokens_per_second, plus max_length, stride, windows, hf_guide {avg_loss, perplexity, ...} and
 //! per_text {bytes, words, bits_per_byte, byte_perplexity, word_perplexity} (lm-eval's definitions).
@@ -17,6 +21,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{ArgGroup, Parser};
+use gpt2::data::writer::read_text_blocks;
+use gpt2::eval::stats::WordCounter;
 use gpt2::eval::{EvalSummary, Evaluator, SlidingWindow};
 use gpt2::{Gpt2, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -55,29 +61,45 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let model = Gpt2::load_with(&path, &gpt2::LoadOptions { dtype: args.dtype })
         .map_err(|e| format!("cannot load the model at {}: {e}", path.display()))?;
     let tok = Tokenizer::gpt2()?;
-    let text = match (&args.file, &args.text) {
-        (Some(f), _) => std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?,
-        (None, Some(t)) => t.clone(),
-        (None, None) => unreachable!("clap requires --file or --text"),
-    };
-    let tokens = tok.encode(&text);
     let max_length = args.max_length.unwrap_or(model.config().n_positions);
     let window = SlidingWindow::new(max_length, args.stride.unwrap_or((max_length / 2).max(1)));
+    let ev = Evaluator::new(&model).with_batch_size(args.batch_size)?;
+    let mut stream = ev.sliding_window_stream(window)?;
 
-    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(0) };
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} windows {per_sec} eta {eta}").expect("template"));
-    let pb = bar.clone();
-    let ev = Evaluator::new(&model).with_batch_size(args.batch_size)?.with_progress(move |done, total| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-    });
+    let total_bytes = match (&args.file, &args.text) {
+        (Some(f), _) => std::fs::metadata(f).map(|m| m.len()).unwrap_or(0),
+        (None, Some(t)) => t.len() as u64,
+        (None, None) => unreachable!("clap requires --file or --text"),
+    };
+    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(total_bytes) };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}").expect("template"),
+    );
     let start = Instant::now();
-    let res = ev.sliding_window(&tokens, window)?;
+    let (mut words, mut bytes, mut ids) = (WordCounter::default(), 0usize, Vec::new());
+    let mut feed = |text: &str| -> gpt2::Result<()> {
+        ids.clear();
+        tok.encode_into(text, &mut ids);
+        stream.push(&ids)?;
+        words.push(text);
+        bytes += text.len();
+        bar.set_position(bytes as u64);
+        Ok(())
+    };
+    match (&args.file, &args.text) {
+        (Some(f), _) => {
+            let file = gpt2::fsutil::open_regular(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            read_text_blocks(f, file, 1 << 20, &mut feed)?;
+        }
+        (None, Some(t)) => feed(t)?,
+        (None, None) => unreachable!("clap requires --file or --text"),
+    }
+    let res = stream.finish()?;
     let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
 
     let summary = EvalSummary::new(path.display().to_string(), &model, args.batch_size, res.stats, seconds)?;
-    let per_text = res.stats.per_text(&text)?;
+    let per_text = res.stats.per_counts(bytes, words.words())?;
     if args.json {
         let mut v = serde_json::to_value(&summary)?;
         v["max_length"] = window.max_length.into();

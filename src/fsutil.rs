@@ -1,13 +1,87 @@
-//! Crash-safe file writes.
+//! Crash-safe file writes, and reads that cannot hang on a FIFO or device.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Opens `path` for reading if it is a regular file (after following symlinks). A FIFO, socket,
+/// device or directory is refused with an [`Error::Io`] of kind `InvalidInput` instead of being
+/// opened: opening a FIFO for reading blocks until a writer appears, and reading a device may
+/// never end. On Unix the file is opened non-blocking and checked through the open handle
+/// (`fstat`), so a path swapped for a FIFO between a check and the open cannot hang either.
+/// A missing file is [`Error::NotFound`].
+///
+/// ```
+/// let dir = std::env::temp_dir();
+/// assert!(gpt2::fsutil::open_regular(&dir).is_err()); // a directory
+/// ```
+pub fn open_regular(path: &Path) -> Result<File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK: opening a FIFO returns at once; it has no effect on regular-file reads.
+        opts.custom_flags(NONBLOCK);
+    }
+    let file = opts.open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() { "a directory" } else { "not a regular file (a FIFO, socket or device)" };
+        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidInput, kind)));
+    }
+    Ok(file)
+}
+
+#[cfg(all(unix, any(target_os = "linux", target_os = "android")))]
+const NONBLOCK: i32 = 0o4000;
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
+const NONBLOCK: i32 = 0x0004; // macOS and the BSDs
+
+/// Fills `buf` from `file` at byte `offset` without moving a shared cursor (`pread`); a file that
+/// ends first is an `UnexpectedEof` error.
+pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let (mut done, mut buf) = (0u64, buf);
+        while !buf.is_empty() {
+            match std::os::windows::fs::FileExt::seek_read(file, buf, offset + done) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    done += n as u64;
+                    buf = &mut buf[n..];
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the whole of `path`, which must be a regular file (see [`open_regular`]).
+///
+/// ```
+/// let p = std::env::temp_dir().join(format!("gpt2-read-regular-{}", std::process::id()));
+/// std::fs::write(&p, b"abc").unwrap();
+/// assert_eq!(gpt2::fsutil::read_regular(&p).unwrap(), b"abc");
+/// # std::fs::remove_file(&p).unwrap();
+/// ```
+pub fn read_regular(path: &Path) -> Result<Vec<u8>> {
+    let mut file = open_regular(path)?;
+    let mut out = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize).min(1 << 30));
+    file.read_to_end(&mut out).map_err(|e| Error::io(path, e))?;
+    Ok(out)
+}
 
 /// Temporary sibling path used while `path` is being written.
 fn temp_path(path: &Path) -> PathBuf {

@@ -25,7 +25,7 @@ pub mod device;
 pub mod edit;
 pub mod error;
 pub mod eval;
-mod fsutil;
+pub mod fsutil;
 pub mod generate;
 pub mod inspect;
 /// Compute kernels (GEMM, attention, layernorm, …). Internal: public only so the benches and

@@ -262,6 +262,31 @@ fn shards_of(sizes: &[usize]) -> Vec<TokenShard> {
     sizes.iter().enumerate().map(|(i, &n)| TokenShard::from_tokens(format!("s{i}"), &vec![1u32; n]).unwrap()).collect()
 }
 
+/// A FIFO named `name` in the scratch directory (nothing ever writes to it: opening it for
+/// reading would block forever).
+fn fifo(cx: &Ctx, name: &str) -> PathBuf {
+    let p = cx.dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    let ok = std::process::Command::new("mkfifo").arg(&p).status().map(|s| s.success()).unwrap_or(false);
+    assert!(ok, "mkfifo {} failed", p.display());
+    p
+}
+
+/// The error is an I/O error saying the path is not a regular file.
+fn not_regular(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::InvalidInput)
+}
+
+/// A 64-token `.npy` shard `name`, opened, then rewritten in place by `change` (as `np.save`
+/// over a shard in use does), then read.
+fn shard_changed_under_reader(cx: &Ctx, name: &str, change: fn(&Path)) -> gpt2::Result<()> {
+    let p = cx.dir.join(name);
+    data::save_shard(&p, &[7u16; 64], ShardFormat::Npy)?;
+    let shard = TokenShard::open(&p)?;
+    change(&p);
+    shard.read_into(0, &mut [0u32; 64])
+}
+
 fn shards_from(cx: &Ctx, name: &str, ext: &str, body: &[u8]) -> gpt2::Result<()> {
     let input = cx.file(&format!("{name}.{ext}"), body);
     let out = cx.sub(&format!("{name}-out"));
@@ -272,6 +297,15 @@ fn shards_from(cx: &Ctx, name: &str, ext: &str, body: &[u8]) -> gpt2::Result<()>
 
 fn loader_cases() -> Vec<Case> {
     vec![
+        case!("loader", "model.safetensors is a FIFO", "Gpt2::load",
+            Io where "InvalidInput: not a regular file (no hang)" not_regular, |cx| {
+            let d = cx.sub("fifo-st");
+            std::fs::copy(fixture("models/tiny/config.json"), d.join("config.json")).unwrap();
+            std::fs::rename(fifo(cx, "st.fifo"), d.join("model.safetensors")).unwrap();
+            Gpt2::load(d).map(drop)
+        }),
+        case!("loader", "checkpoint path is a character device (/dev/zero)", "Gpt2::load",
+            Io where "InvalidInput: not a regular file" not_regular, |_| Gpt2::load("/dev/zero").map(drop)),
         case!("loader", "missing path", "Gpt2::load", NotFound, |_| Gpt2::load("/nonexistent/gpt2/model").map(drop)),
         case!("loader", "directory without model.safetensors", "Gpt2::load", NotFound, |cx| {
             let d = cx.sub("no-st");
@@ -423,6 +457,16 @@ fn loader_cases() -> Vec<Case> {
 
 fn config_cases() -> Vec<Case> {
     vec![
+        case!("config", "config.json is a FIFO", "Gpt2::load",
+            Io where "InvalidInput: not a regular file (no hang)" not_regular, |cx| {
+            let d = cx.ckpt("cfg-fifo", &tiny_st());
+            std::fs::remove_file(d.join("config.json")).unwrap();
+            std::fs::rename(fifo(cx, "cfg.fifo"), d.join("config.json")).unwrap();
+            Gpt2::load(d).map(drop)
+        }),
+        case!("config", "config.json is /dev/zero (endless)", "Config::from_json_file",
+            Io where "InvalidInput: not a regular file (no endless read)" not_regular,
+            |_| Config::from_json_file(Path::new("/dev/zero")).map(drop)),
         case!("config", "n_positions = 2^32 - 1 (an 825 GB model)", "Gpt2::new_random", OutOfMemory where "naming the bytes" |e| matches!(e, Error::OutOfMemory { bytes, .. } if *bytes > 800_000_000_000), |_| {
             let mut c = Config::nano(64, 50257);
             c.n_positions = u32::MAX as usize;
@@ -580,6 +624,39 @@ fn forward_cases() -> Vec<Case> {
 
 fn data_cases() -> Vec<Case> {
     vec![
+        case!("data", "shard file is a FIFO", "TokenShard::open",
+            Io where "InvalidInput: not a regular file (no hang)" not_regular,
+            |cx| TokenShard::open(fifo(cx, "shard.npy")).map(drop)),
+        case!("data", "text input is a FIFO", "write_shards",
+            Io where "InvalidInput: not a regular file (no hang)" not_regular, |cx| {
+            let out = cx.sub("fifo-text-out");
+            data::write_shards(&[fifo(cx, "in.txt")], tokenizer(), data::WriterOptions::new(out), &mut |_| {}).map(drop)
+        }),
+        case!("data", "JSONL input is a FIFO", "write_shards",
+            Io where "InvalidInput: not a regular file (no hang)" not_regular, |cx| {
+            let out = cx.sub("fifo-jsonl-out");
+            data::write_shards(&[fifo(cx, "in.jsonl")], tokenizer(), data::WriterOptions::new(out), &mut |_| {}).map(drop)
+        }),
+        case!("data", "shard truncated in place after opening (was SIGBUS)", "TokenShard::read_into", Data, |cx| {
+            shard_changed_under_reader(cx, "trunc-live.npy", |p| {
+                std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(100).unwrap()
+            })
+        }),
+        case!("data", "shard rewritten in place with more tokens after opening", "TokenShard::read_into", Data, |cx| {
+            shard_changed_under_reader(cx, "grow-live.npy", |p| {
+                let mut b = std::fs::read(p).unwrap();
+                b.extend_from_slice(&[0u8; 64]);
+                std::fs::write(p, b).unwrap()
+            })
+        }),
+        case!("data", "shard rewritten in place while a loader reads it", "DataLoader::next_batch", Data, |cx| {
+            let p = cx.dir.join("live_train_000000.npy");
+            data::save_shard(&p, &[3u16; 200], ShardFormat::Npy)?;
+            let mut loader = DataLoader::open(&p, data::Split::Train, LoaderConfig::new(1, 8))?;
+            loader.next_batch()?;
+            std::fs::write(&p, npy("{'descr': '<u2', 'fortran_order': False, 'shape': (20,), }", &[0u8; 40])).unwrap();
+            loader.next_batch().map(drop)
+        }),
         case!("data", "shard file missing", "TokenShard::open", NotFound, |cx| {
             TokenShard::open(cx.dir.join("none.npy")).map(drop)
         }),
@@ -844,6 +921,30 @@ fn eval_cases() -> Vec<Case> {
         parse_hellaswag(line.as_bytes(), Path::new("hs.jsonl"), ReadOptions::default()).map(drop)
     }
     vec![
+        case!("eval", "HellaSwag file is a FIFO", "read_hellaswag",
+            Io where "InvalidInput: not a regular file (no hang)" not_regular,
+            |cx| read_hellaswag(fifo(cx, "hs.jsonl"), ReadOptions::default()).map(drop)),
+        case!("eval", "sliding-window stream of one token", "SlidingWindowStream::finish", EmptyInput, |cx| {
+            let ev = Evaluator::new(&cx.tiny);
+            let mut s = ev.sliding_window_stream(SlidingWindow::new(8, 4))?;
+            s.push(&[5])?;
+            s.finish().map(drop)
+        }),
+        case!(
+            "eval",
+            "sliding-window stream: token out of vocabulary",
+            "SlidingWindowStream::push",
+            TokenOutOfVocab,
+            |cx| {
+                let ev = Evaluator::new(&cx.tiny);
+                let mut s = ev.sliding_window_stream(SlidingWindow::new(8, 4))?;
+                s.push(&[1, 2, 3])?;
+                s.push(&[4, 1_000_000])
+            }
+        ),
+        case!("eval", "sliding-window stream: stride 0", "Evaluator::sliding_window_stream", InvalidArgument, |cx| {
+            Evaluator::new(&cx.tiny).sliding_window_stream(SlidingWindow::new(8, 0)).map(drop)
+        }),
         case!("eval", "NaN in ln_f.weight", "Evaluator::token_nlls", NonFinite, |cx| {
             Evaluator::new(&poisoned(&cx.tiny, |l| l.ln_f_w, f32::NAN)).token_nlls(&[1, 2, 3]).map(drop)
         }),
@@ -1037,6 +1138,59 @@ fn generate_cases() -> Vec<Case> {
             let cfg = GenerateConfig { eos_token_id: None, ..sampling(SamplingParams::greedy()) };
             generate(&m, tokenizer(), &[1, 2], &cfg, None).map(drop)
         }),
+        case!("generate", "num_beams = 0", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            GenerateConfig::beam(0).max_new_tokens(4)
+        )),
+        case!(
+            "generate",
+            "beam search returning more sequences than beams",
+            "generate::generate",
+            InvalidArgument,
+            |cx| { gen(cx, &[1], GenerateConfig::beam(2).num_samples(3).max_new_tokens(4)) }
+        ),
+        case!("generate", "beam search with sampling settings", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            GenerateConfig { sampling: SamplingParams::sampling(0.8), ..GenerateConfig::beam(2).max_new_tokens(4) }
+        )),
+        case!("generate", "beam search with a stop string", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            GenerateConfig { stop_strings: vec!["\n".into()], ..GenerateConfig::beam(2).max_new_tokens(4) }
+        )),
+        case!("generate", "NaN length penalty", "generate::generate", InvalidArgument, |cx| gen(
+            cx,
+            &[1],
+            GenerateConfig::beam(2).length_penalty(f32::NAN).max_new_tokens(4)
+        )),
+        case!("generate", "beam search with a token stream", "generate::generate_with", InvalidArgument, |cx| {
+            let mut on_token = |_: &gpt2::generate::TokenEvent<'_>| {};
+            let hooks = gpt2::generate::Hooks { on_token: Some(&mut on_token), ..Default::default() };
+            gpt2::generate::generate_with(
+                &cx.tiny,
+                tokenizer(),
+                &[[1u32]],
+                &GenerateConfig::beam(2).max_new_tokens(4),
+                hooks,
+            )
+            .map(drop)
+        }),
+        case!("generate", "NaN in ln_f.weight (beam search)", "generate::generate", NonFinite, |cx| {
+            let m = poisoned(&cx.tiny, |l| l.ln_f_w, f32::NAN);
+            generate(&m, tokenizer(), &[1, 2], &GenerateConfig::beam(2).max_new_tokens(4), None).map(drop)
+        }),
+        case!("generate", "cache reorder with too few indices", "KvCache::reorder_rows", Shape, |cx| {
+            gpt2::KvCache::new(cx.tiny.config(), 2, 4)?.reorder_rows(&[0])
+        }),
+        case!(
+            "generate",
+            "cache reorder from a row that does not exist",
+            "KvCache::reorder_rows",
+            InvalidArgument,
+            |cx| { gpt2::KvCache::new(cx.tiny.config(), 2, 4)?.reorder_rows(&[0, 2]) }
+        ),
     ]
 }
 

@@ -123,7 +123,7 @@ fn verify(root: &Path, before: Option<(u64, Vec<u8>)>, kill: usize) -> Option<(u
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
             assert!(!name.starts_with('.'), "kill {kill}: list_shards returned a temp file {name}");
             let (g, idx) = parse_shard_name(&name);
-            let tokens = TokenShard::open(p).unwrap_or_else(|e| panic!("kill {kill}: {name}: {e}")).to_vec();
+            let tokens = TokenShard::open(p).unwrap_or_else(|e| panic!("kill {kill}: {name}: {e}")).to_vec().unwrap();
             let stream = stream_for(g).1;
             let want = &stream[idx * SHARD_SIZE..((idx + 1) * SHARD_SIZE).min(stream.len())];
             assert!(tokens == want, "kill {kill}: {name} does not hold its tokens");

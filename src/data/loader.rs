@@ -357,7 +357,7 @@ fn is_shard_file(path: &Path) -> Result<bool> {
     }
     use std::io::Read;
     let mut head = [0u8; 6];
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut f = crate::fsutil::open_regular(path)?;
     let n = f.read(&mut head).map_err(|e| Error::io(path, e))?;
     Ok(head[..n].starts_with(NPY_MAGIC) || (n >= 4 && head[..4] == BIN_MAGIC.to_le_bytes()))
 }

@@ -1,9 +1,12 @@
 //! Token shard files: NumPy `.npy` (uint16, as build-nanogpt's `fineweb.py` writes them with
 //! `np.save`) and llm.c `.bin` token files (1024-byte header + uint16 tokens).
 //!
-//! Both hold a flat little-endian `u16` token stream. Files are memory-mapped and every header
-//! field is validated against the file size before any token is read, so a corrupt header fails
-//! with [`Error::Data`] instead of reading past the end or allocating what it claims.
+//! Both hold a flat little-endian `u16` token stream. Every header field is validated against the
+//! file size before any token is read, so a corrupt header fails with [`Error::Data`] instead of
+//! reading past the end or allocating what it claims. Files are not memory-mapped: tokens are read
+//! with positioned reads (`pread`) into the caller's buffer, so a shard rewritten or truncated by
+//! another process while it is open (`np.save` over a shard in use) gives an [`Error::Data`]
+//! ("changed size") instead of killing the process with `SIGBUS`.
 //!
 //! ```
 //! use gpt2::data::{ShardFormat, TokenShard};
@@ -13,7 +16,7 @@
 //! gpt2::data::save_shard(&path, &[50256, 15496, 995], ShardFormat::Npy).unwrap();
 //! let shard = TokenShard::open(&path).unwrap();
 //! assert_eq!(shard.format(), Some(ShardFormat::Npy));
-//! assert_eq!(shard.to_vec(), vec![50256, 15496, 995]);
+//! assert_eq!(shard.to_vec().unwrap(), vec![50256, 15496, 995]);
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
@@ -88,20 +91,15 @@ impl std::fmt::Display for ShardFormat {
 }
 
 enum Storage {
-    Mmap(memmap2::Mmap),
+    /// An open shard file and its size when it was opened.
+    File {
+        file: File,
+        size: u64,
+    },
     Owned(Vec<u8>),
 }
 
-impl Storage {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Storage::Mmap(m) => m,
-            Storage::Owned(v) => v,
-        }
-    }
-}
-
-/// A read-only stream of `u16` tokens: a memory-mapped shard file or an in-memory buffer.
+/// A read-only stream of `u16` tokens: a shard file (read with `pread`) or an in-memory buffer.
 ///
 /// `Send + Sync`; reading tokens never allocates except in [`TokenShard::to_vec`].
 pub struct TokenShard {
@@ -130,26 +128,46 @@ fn data_err(path: &Path, reason: impl Into<String>) -> Error {
 impl TokenShard {
     /// Opens a shard file, detecting the format from its magic bytes (`\x93NUMPY` → `.npy`,
     /// int32 20240520 → llm.c `.bin`; otherwise the extension decides which parser reports the
-    /// error). The file is memory-mapped; headers and sizes are validated before returning.
+    /// error). Only the header is read here (headers and sizes are validated before returning);
+    /// tokens are read on demand with positioned reads. The path must be a regular file (a FIFO
+    /// or device is refused, see [`crate::fsutil::open_regular`]).
     ///
     /// Errors: [`Error::NotFound`] / [`Error::Io`]; [`Error::Data`] for a bad magic, unsupported
     /// version or dtype, a shape that is not 1-D, a truncated header, or a token count that does
     /// not match the file size.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        if file_len == 0 {
+        let file = crate::fsutil::open_regular(path)?;
+        let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if size == 0 {
             return Err(data_err(path, "empty file (no shard header)"));
         }
-        let file_len = usize::try_from(file_len).map_err(|_| data_err(path, "file too large for this platform"))?;
-        // SAFETY: the map is read-only and private to this value. As with every mmap, another
-        // process truncating the file while it is mapped would fault; shards are written
-        // atomically (temp file + rename), so a finished shard is never rewritten in place.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        debug_assert_eq!(mmap.len(), file_len);
-        let (format, offset, len) = parse_shard(path, &mmap)?;
-        Ok(TokenShard { path: path.to_path_buf(), format: Some(format), storage: Storage::Mmap(mmap), offset, len })
+        let total = usize::try_from(size).map_err(|_| data_err(path, "file too large for this platform"))?;
+        let read = |n: usize| -> Result<Vec<u8>> {
+            let mut buf = vec![0u8; n.min(total)];
+            crate::fsutil::read_exact_at(&file, &mut buf, 0).map_err(|e| Error::io(path, e))?;
+            Ok(buf)
+        };
+        // the header's own size, then the header (never more than the file holds)
+        let first = read(12)?;
+        let head_len = if first.starts_with(NPY_MAGIC) && first.len() >= 10 {
+            match first[6] {
+                1 => 10 + u16::from_le_bytes([first[8], first[9]]) as usize,
+                _ if first.len() >= 12 => 12 + u32::from_le_bytes([first[8], first[9], first[10], first[11]]) as usize,
+                _ => first.len(),
+            }
+        } else {
+            BIN_HEADER_BYTES
+        };
+        let head = if head_len > total { first } else { read(head_len)? };
+        let (format, offset, len) = parse_shard(path, &head, total)?;
+        Ok(TokenShard {
+            path: path.to_path_buf(),
+            format: Some(format),
+            storage: Storage::File { file, size },
+            offset,
+            len,
+        })
     }
 
     /// A shard from the bytes of a `.npy` / `.bin` file held in memory, validated exactly as
@@ -161,7 +179,7 @@ impl TokenShard {
     /// let mut bytes = Vec::new();
     /// write_shard_to(&mut bytes, &[7, 8, 9], ShardFormat::Bin).unwrap();
     /// let shard = TokenShard::from_bytes("mem.bin", bytes.clone()).unwrap();
-    /// assert_eq!(shard.to_vec(), vec![7, 8, 9]);
+    /// assert_eq!(shard.to_vec().unwrap(), vec![7, 8, 9]);
     /// bytes.pop();
     /// assert!(TokenShard::from_bytes("mem.bin", bytes).is_err());
     /// ```
@@ -170,7 +188,7 @@ impl TokenShard {
         if bytes.is_empty() {
             return Err(data_err(&path, "empty file (no shard header)"));
         }
-        let (format, offset, len) = parse_shard(&path, &bytes)?;
+        let (format, offset, len) = parse_shard(&path, &bytes, bytes.len())?;
         Ok(TokenShard { path, format: Some(format), storage: Storage::Owned(bytes), offset, len })
     }
 
@@ -206,44 +224,74 @@ impl TokenShard {
         self.format
     }
 
-    fn data(&self) -> &[u8] {
-        &self.storage.bytes()[self.offset..self.offset + 2 * self.len]
-    }
-
-    /// Token `i`, or `None` past the end.
-    pub fn get(&self, i: usize) -> Option<u32> {
-        (i < self.len).then(|| {
-            let b = &self.data()[2 * i..2 * i + 2];
-            u16::from_le_bytes([b[0], b[1]]) as u32
-        })
+    /// Token `i`. Errors: [`Error::InvalidArgument`] past the end; as [`TokenShard::read_into`].
+    pub fn get(&self, i: usize) -> Result<u32> {
+        let mut t = [0u32];
+        self.read_into(i, &mut t)?;
+        Ok(t[0])
     }
 
     /// Copies tokens `start .. start + out.len()` into `out`.
-    /// Errors: [`Error::InvalidArgument`] when the range runs past the end.
+    ///
+    /// Errors: [`Error::InvalidArgument`] when the range runs past the end; for a file,
+    /// [`Error::Data`] when the file no longer has the size it had when opened (rewritten or
+    /// truncated in place by another process) or ends early, and [`Error::Io`] when reading fails.
     pub fn read_into(&self, start: usize, out: &mut [u32]) -> Result<()> {
         let end = start.checked_add(out.len()).filter(|&e| e <= self.len).ok_or_else(|| {
             Error::arg("start", format!("range {start}..+{} is past the end of {} tokens", out.len(), self.len))
         })?;
-        let src = &self.data()[2 * start..2 * end];
-        for (o, b) in out.iter_mut().zip(src.chunks_exact(2)) {
-            *o = u16::from_le_bytes([b[0], b[1]]) as u32;
+        let decode = |out: &mut [u32], src: &[u8]| {
+            for (o, b) in out.iter_mut().zip(src.chunks_exact(2)) {
+                *o = u16::from_le_bytes([b[0], b[1]]) as u32;
+            }
+        };
+        match &self.storage {
+            Storage::Owned(bytes) => decode(out, &bytes[self.offset + 2 * start..self.offset + 2 * end]),
+            Storage::File { file, size } => {
+                let changed = |now: u64| {
+                    data_err(
+                        &self.path,
+                        format!(
+                            "the file changed size while in use ({size} bytes when opened, {now} now); was it \
+                             rewritten in place? Shards must not change while training reads them"
+                        ),
+                    )
+                };
+                let now = file.metadata().map_err(|e| Error::io(&self.path, e))?.len();
+                if now != *size {
+                    return Err(changed(now));
+                }
+                const BLOCK: usize = 8192;
+                let mut buf = [0u8; 2 * BLOCK];
+                for (k, chunk) in out.chunks_mut(BLOCK).enumerate() {
+                    let at = (self.offset + 2 * (start + k * BLOCK)) as u64;
+                    let bytes = &mut buf[..2 * chunk.len()];
+                    crate::fsutil::read_exact_at(file, bytes, at).map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                            changed(file.metadata().map_or(0, |m| m.len()))
+                        } else {
+                            Error::io(&self.path, e)
+                        }
+                    })?;
+                    decode(chunk, bytes);
+                }
+            }
         }
         Ok(())
     }
 
-    /// All tokens (allocates `4 × len` bytes).
-    pub fn to_vec(&self) -> Vec<u32> {
-        self.iter().collect()
-    }
-
-    /// Iterates over the tokens.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = u32> + '_ {
-        self.data().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]) as u32)
+    /// All tokens (allocates `4 × len` bytes). Errors: as [`TokenShard::read_into`].
+    pub fn to_vec(&self) -> Result<Vec<u32>> {
+        let mut out = vec![0u32; self.len];
+        self.read_into(0, &mut out)?;
+        Ok(out)
     }
 }
 
-/// Detects the format of a shard's bytes and validates them; returns (format, data offset, tokens).
-fn parse_shard(path: &Path, bytes: &[u8]) -> Result<(ShardFormat, usize, usize)> {
+/// Detects the format of a shard from its first bytes `bytes` (the whole header, or the whole file
+/// when shorter) and validates them against the file size `total`; returns (format, data offset,
+/// tokens).
+fn parse_shard(path: &Path, bytes: &[u8], total: usize) -> Result<(ShardFormat, usize, usize)> {
     let format = if bytes.starts_with(NPY_MAGIC) {
         ShardFormat::Npy
     } else if bytes.len() >= 4 && [BIN_MAGIC, BIN_MAGIC_LLAMA3].contains(&read_i32(bytes, 0)) {
@@ -260,8 +308,10 @@ fn parse_shard(path: &Path, bytes: &[u8]) -> Result<(ShardFormat, usize, usize)>
         }
     };
     let (offset, len) = match format {
-        ShardFormat::Npy => parse_npy(bytes).map_err(|r| data_err(path, format!("invalid .npy shard: {r}")))?,
-        ShardFormat::Bin => parse_bin(bytes).map_err(|r| data_err(path, format!("invalid llm.c .bin shard: {r}")))?,
+        ShardFormat::Npy => parse_npy(bytes, total).map_err(|r| data_err(path, format!("invalid .npy shard: {r}")))?,
+        ShardFormat::Bin => {
+            parse_bin(bytes, total).map_err(|r| data_err(path, format!("invalid llm.c .bin shard: {r}")))?
+        }
     };
     Ok((format, offset, len))
 }
@@ -270,13 +320,11 @@ fn read_i32(bytes: &[u8], i: usize) -> i32 {
     i32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]])
 }
 
-/// Validates an llm.c token file; returns (data offset, token count).
-fn parse_bin(bytes: &[u8]) -> std::result::Result<(usize, usize), String> {
-    if bytes.len() < BIN_HEADER_BYTES {
-        return Err(format!(
-            "truncated header: the file has {} bytes, the header alone needs {BIN_HEADER_BYTES}",
-            bytes.len()
-        ));
+/// Validates an llm.c token file from its header `bytes` and size `total`; returns (data offset,
+/// token count).
+fn parse_bin(bytes: &[u8], total: usize) -> std::result::Result<(usize, usize), String> {
+    if total < BIN_HEADER_BYTES || bytes.len() < BIN_HEADER_BYTES {
+        return Err(format!("truncated header: the file has {total} bytes, the header alone needs {BIN_HEADER_BYTES}"));
     }
     let magic = read_i32(bytes, 0);
     if magic == BIN_MAGIC_LLAMA3 {
@@ -293,7 +341,7 @@ fn parse_bin(bytes: &[u8]) -> std::result::Result<(usize, usize), String> {
     }
     let ntok = read_i32(bytes, 2);
     let ntok = usize::try_from(ntok).map_err(|_| format!("negative token count {ntok} in the header"))?;
-    let have = bytes.len() - BIN_HEADER_BYTES;
+    let have = total - BIN_HEADER_BYTES;
     if have != 2 * ntok {
         return Err(format!(
             "token count mismatch: the header says {ntok} tokens ({} bytes) but the file holds {have} bytes \
@@ -305,30 +353,31 @@ fn parse_bin(bytes: &[u8]) -> std::result::Result<(usize, usize), String> {
     Ok((BIN_HEADER_BYTES, ntok))
 }
 
-/// Validates a `.npy` file holding a 1-D `<u2` array; returns (data offset, token count).
-fn parse_npy(bytes: &[u8]) -> std::result::Result<(usize, usize), String> {
+/// Validates a `.npy` file holding a 1-D `<u2` array from its first bytes `bytes` (at least the
+/// whole header when the file holds it) and its size `total`; returns (data offset, token count).
+fn parse_npy(bytes: &[u8], total: usize) -> std::result::Result<(usize, usize), String> {
     if !bytes.starts_with(NPY_MAGIC) {
         return Err("bad magic: a .npy file starts with \\x93NUMPY".into());
     }
     if bytes.len() < 10 {
-        return Err(format!("truncated header: the file has only {} bytes", bytes.len()));
+        return Err(format!("truncated header: the file has only {total} bytes"));
     }
     let (major, minor) = (bytes[6], bytes[7]);
     let (header_start, header_len) = match major {
         1 => (10, u16::from_le_bytes([bytes[8], bytes[9]]) as usize),
         2 | 3 => {
             if bytes.len() < 12 {
-                return Err(format!("truncated header: the file has only {} bytes", bytes.len()));
+                return Err(format!("truncated header: the file has only {total} bytes"));
             }
             (12, u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize)
         }
         _ => return Err(format!("unsupported format version {major}.{minor} (expected 1.0, 2.0 or 3.0)")),
     };
     let data_start = header_start + header_len;
-    if data_start > bytes.len() {
+    if data_start > total || data_start > bytes.len() {
         return Err(format!(
             "truncated header: it claims {header_len} bytes but the file has only {} after the prefix",
-            bytes.len() - header_start
+            total - header_start
         ));
     }
     let text = std::str::from_utf8(&bytes[header_start..data_start])
@@ -352,7 +401,7 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<(usize, usize), String> {
         s => return Err(format!("shape {s:?} is not 1-D; a token shard is a flat array")),
     };
     let need = n.checked_mul(2).ok_or_else(|| format!("shape ({n},) overflows"))?;
-    let have = bytes.len() - data_start;
+    let have = total - data_start;
     if have != need {
         return Err(format!(
             "token count mismatch: the header says {n} tokens ({need} bytes) but the file holds {have} bytes \
@@ -619,7 +668,8 @@ mod tests {
             let h = npy_header(n);
             assert_eq!(h.len() % 64, 0);
             assert_eq!(*h.last().unwrap(), b'\n');
-            let (off, len) = parse_npy(&[h.clone(), vec![0; 2 * n.min(1 << 20)]].concat()).unwrap_or((0, 0));
+            let bytes = [h.clone(), vec![0; 2 * n.min(1 << 20)]].concat();
+            let (off, len) = parse_npy(&bytes, bytes.len()).unwrap_or((0, 0));
             if n <= 1 << 20 {
                 assert_eq!((off, len), (h.len(), n));
             }

@@ -9,9 +9,10 @@
 //! Inputs: a file ending in `.jsonl` / `.ndjson` holds one JSON object per line, whose string
 //! field `text` (configurable) is one document; blank lines are skipped. Any other file is UTF-8
 //! text and is one document. Text files are read in blocks of about
-//! [`WriterOptions::text_chunk_bytes`] and cut only at a line break between two printable ASCII
-//! characters (`…x\ny…`), where GPT-2's pre-tokenizer always splits — so the tokens are
-//! identical to encoding the whole file at once, with bounded memory.
+//! [`WriterOptions::text_chunk_bytes`] and cut only between a non-whitespace and a whitespace
+//! character ([`read_text_blocks`]; `\n` and `\r\n` line ends alike), where GPT-2's
+//! pre-tokenizer always splits — so the tokens are identical to encoding the whole file at once,
+//! with bounded memory.
 //!
 //! ```
 //! use gpt2::data::{ShardFormat, ShardWriter, TokenShard, WriterOptions};
@@ -22,7 +23,7 @@
 //! w.push_document(&[1, 2, 3]).unwrap();
 //! w.push_document(&[4]).unwrap();
 //! let summary = w.finish().unwrap();
-//! let tokens: Vec<Vec<u32>> = summary.shards.iter().map(|s| TokenShard::open(&s.path).unwrap().to_vec()).collect();
+//! let tokens: Vec<Vec<u32>> = summary.shards.iter().map(|s| TokenShard::open(&s.path).unwrap().to_vec().unwrap()).collect();
 //! assert_eq!(tokens, vec![vec![50256, 1, 2, 3], vec![50256, 4]]);
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
@@ -35,7 +36,7 @@ use serde::Serialize;
 
 use super::shard::{save_shard, ShardFormat};
 use crate::error::{Error, Result};
-use crate::tokenizer::{Tokenizer, EOT};
+use crate::tokenizer::{safe_cut, Tokenizer, EOT};
 
 /// How shard files are named: `{prefix}_{split}_{index:06}.{ext}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,7 +306,7 @@ pub fn tokenize_file(
     sink: &mut dyn FnMut(DocPiece<'_>) -> Result<()>,
     bytes: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::fsutil::open_regular(path)?;
     if is_jsonl(path) {
         tokenize_jsonl(path, BufReader::with_capacity(1 << 20, file), tokenizer, text_field, sink, bytes)
     } else {
@@ -346,34 +347,75 @@ fn tokenize_jsonl(
     }
 }
 
-/// Last index `p` in `buf[..]` such that cutting before `p` cannot change GPT-2 tokenization:
-/// `buf[p-1] == '\n'` between two printable, non-space ASCII characters.
-fn safe_cut(buf: &[u8]) -> Option<usize> {
-    let graphic = |b: u8| b.is_ascii_graphic();
-    (2..buf.len()).rev().find(|&p| buf[p - 1] == b'\n' && graphic(buf[p - 2]) && graphic(buf[p]))
-}
-
 fn tokenize_text(
     path: &Path,
-    mut file: File,
+    file: File,
     tokenizer: &Tokenizer,
     chunk_bytes: usize,
     sink: &mut dyn FnMut(DocPiece<'_>) -> Result<()>,
     bytes: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    let mut pending: Vec<u8> = Vec::new();
-    let mut lines_before = 0usize; // newlines in the text already encoded (for error lines)
     let mut first = true;
+    let mut ids = Vec::new();
+    read_text_blocks(path, file, chunk_bytes, &mut |text| {
+        ids.clear();
+        tokenizer.encode_into(text, &mut ids);
+        // An empty file is still one (empty) document, as fineweb.py writes for "".
+        if first {
+            sink(DocPiece::Start(&ids))?;
+            first = false;
+        } else if !ids.is_empty() {
+            sink(DocPiece::More(&ids))?;
+        }
+        bytes(text.len() as u64);
+        Ok(())
+    })
+}
+
+/// Reads UTF-8 text from `reader` in blocks of about `chunk_bytes`, cut only where GPT-2's
+/// pre-tokenizer always splits ([`safe_cut`]: between a non-whitespace and a whitespace
+/// character, so `\r\n` line ends cut as well as `\n`), and calls `block` with each block in
+/// order (at least once: an empty input gives one empty block). Encoding each block and
+/// concatenating the ids gives the ids of the whole text, with memory bounded by the block size
+/// — or by the longest stretch without a cut point (one huge "word" or whitespace run).
+///
+/// Errors: [`Error::Data`] with the 1-based line for invalid UTF-8 (`path` labels errors), I/O
+/// errors, and whatever `block` returns.
+///
+/// ```
+/// use gpt2::data::writer::read_text_blocks;
+/// let text = "one line\r\nanother line\r\n".repeat(100);
+/// let mut blocks = Vec::new();
+/// read_text_blocks("mem.txt".as_ref(), text.as_bytes(), 64, &mut |b| Ok(blocks.push(b.to_string()))).unwrap();
+/// assert!(blocks.len() > 10);
+/// assert_eq!(blocks.concat(), text);
+/// let tok = gpt2::Tokenizer::gpt2().unwrap();
+/// let ids: Vec<u32> = blocks.iter().flat_map(|b| tok.encode(b)).collect();
+/// assert_eq!(ids, tok.encode(&text));
+/// ```
+pub fn read_text_blocks(
+    path: &Path,
+    mut reader: impl Read,
+    chunk_bytes: usize,
+    block: &mut dyn FnMut(&str) -> Result<()>,
+) -> Result<()> {
+    let chunk_bytes = chunk_bytes.max(1);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut lines_before = 0usize; // newlines in the text already passed on (for error lines)
+    let mut searched = 0usize; // leading bytes of `pending` known to hold no cut point
     let mut eof = false;
-    while !eof || !pending.is_empty() {
-        // Fill up to about one block past what is pending.
+    let mut emitted = false;
+    while !eof || !pending.is_empty() || !emitted {
         if !eof {
-            let want = chunk_bytes;
             let start = pending.len();
-            pending.resize(start + want, 0);
+            pending.resize(start + chunk_bytes, 0);
             let mut got = 0;
-            while got < want {
-                let n = file.read(&mut pending[start + got..]).map_err(|e| Error::io(path, e))?;
+            while got < chunk_bytes {
+                let n = match reader.read(&mut pending[start + got..]) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Error::io(path, e)),
+                };
                 if n == 0 {
                     eof = true;
                     break;
@@ -382,34 +424,37 @@ fn tokenize_text(
             }
             pending.truncate(start + got);
         }
-        let cut = if eof {
-            pending.len()
-        } else {
-            match safe_cut(&pending) {
-                // Keep reading when the block holds no safe cut (e.g. one very long line).
-                Some(p) if p >= pending.len() / 2 || pending.len() >= 2 * chunk_bytes => p,
-                _ => continue,
+        // the longest valid UTF-8 prefix (a character cut by the block end waits for the next read)
+        let valid = match std::str::from_utf8(&pending) {
+            Ok(s) => s.len(),
+            Err(e) if e.error_len().is_none() && !eof => e.valid_up_to(),
+            Err(e) => {
+                let line = lines_before + 1 + pending[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
+                return Err(Error::Data {
+                    path: path.to_path_buf(),
+                    line,
+                    reason: format!("invalid UTF-8 (text inputs must be UTF-8): {e}"),
+                });
             }
         };
-        let text = std::str::from_utf8(&pending[..cut]).map_err(|e| {
-            let line = lines_before + 1 + pending[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
-            Error::Data {
-                path: path.to_path_buf(),
-                line,
-                reason: format!("invalid UTF-8 (text inputs must be UTF-8): {e}"),
+        let text = std::str::from_utf8(&pending[..valid]).unwrap_or_default();
+        let cut = if eof {
+            valid
+        } else {
+            // only the part not searched before (plus one character of overlap) can hold a new cut
+            match safe_cut(text, valid - searched.min(valid) + 4) {
+                Some(p) => p,
+                None => {
+                    searched = valid; // keep reading: one very long word or whitespace run
+                    continue;
+                }
             }
-        })?;
-        let ids = tokenizer.encode(text);
-        // An empty file is still one (empty) document, as fineweb.py writes for "".
-        if first {
-            sink(DocPiece::Start(&ids))?;
-            first = false;
-        } else if !ids.is_empty() {
-            sink(DocPiece::More(&ids))?;
-        }
-        bytes(cut as u64);
-        lines_before += pending[..cut].iter().filter(|&&b| b == b'\n').count();
+        };
+        block(&text[..cut])?;
+        emitted = true;
+        lines_before += text.as_bytes()[..cut].iter().filter(|&&b| b == b'\n').count();
         pending.drain(..cut);
+        searched = 0;
     }
     Ok(())
 }
@@ -478,12 +523,27 @@ pub fn tokenize_to_vec(path: &Path, tokenizer: &Tokenizer, eot: Option<u32>) -> 
 mod tests {
     use super::*;
 
+    fn blocks(text: &[u8], chunk: usize) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        read_text_blocks(Path::new("t.txt"), text, chunk, &mut |b| {
+            out.push(b.to_string());
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     #[test]
-    fn safe_cut_points() {
-        assert_eq!(safe_cut(b"ab\ncd"), Some(3));
-        assert_eq!(safe_cut(b"ab\n\ncd"), None);
-        assert_eq!(safe_cut(b"ab \ncd"), None);
-        assert_eq!(safe_cut(b"ab\n cd"), None);
-        assert_eq!(safe_cut(b"a\nb\nc"), Some(4));
+    fn text_blocks_cut_before_whitespace_only() {
+        assert_eq!(blocks(b"ab\ncd", 3).unwrap(), ["ab", "\ncd"]);
+        assert_eq!(blocks(b"ab\r\ncd\r\nef", 4).unwrap(), ["ab", "\r\ncd", "\r\nef"]);
+        assert_eq!(blocks(b"", 4).unwrap(), [""]);
+        // no cut point: one block
+        assert_eq!(blocks(b"abcdefgh", 2).unwrap(), ["abcdefgh"]);
+        // a multi-byte character split by the block size waits for its other bytes
+        assert_eq!(blocks("é é é".as_bytes(), 1).unwrap().concat(), "é é é");
+        let e = blocks(b"ok\nline\n\xff", 4).unwrap_err();
+        assert!(matches!(e, Error::Data { line: 3, .. }), "{e}");
+        let e = blocks(b"ok \xe9", 64).unwrap_err();
+        assert!(matches!(e, Error::Data { line: 1, .. }), "{e}");
     }
 }

@@ -93,7 +93,7 @@ pub struct HellaSwagData {
 /// [`ReadOptions::skip_malformed`], recorded in [`HellaSwagData::skipped`].
 pub fn read_hellaswag(path: impl AsRef<Path>, opts: ReadOptions) -> Result<HellaSwagData> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::fsutil::read_regular(path)?;
     parse_hellaswag(&bytes, path, opts)
 }
 
@@ -348,14 +348,12 @@ pub fn render(
 /// `--skip-malformed` run skips instead of aborting.
 ///
 /// ```
-/// use gpt2::eval::hellaswag::{partition_renderable, HellaSwagExample, HellaSwagStyle};
+/// use gpt2::eval::hellaswag::{parse_hellaswag, partition_renderable, HellaSwagStyle, ReadOptions};
 /// let tok = gpt2::Tokenizer::gpt2().unwrap();
-/// let ex = |ctx: &str, line| HellaSwagExample {
-///     activity_label: Some("A".into()), ctx_a: Some(ctx.into()), ctx_b: Some(String::new()), ctx: ctx.into(),
-///     endings: vec!["a".into(), "b".into(), "c".into(), "d".into()], label: 0, line,
-/// };
-/// let long = "word ".repeat(40);
-/// let (ok, skipped) = partition_renderable(vec![ex("Hi.", 1), ex(&long, 2)], &tok, HellaSwagStyle::Completion, 16);
+/// let line = |ctx: &str| format!(r#"{{"ctx":"{ctx}","endings":["a","b","c","d"],"label":0}}"#);
+/// let text = format!("{}\n{}\n", line("Hi."), line(&"word ".repeat(40)));
+/// let data = parse_hellaswag(text.as_bytes(), "mem".as_ref(), ReadOptions::default()).unwrap();
+/// let (ok, skipped) = partition_renderable(data.examples, &tok, HellaSwagStyle::Completion, 16);
 /// assert_eq!((ok.len(), skipped.len(), skipped[0].line), (1, 1, 2));
 /// ```
 pub fn partition_renderable(

@@ -29,7 +29,7 @@ pub mod summary;
 pub use completion::{argmin_first, CompletionScore};
 pub use hellaswag::{read_hellaswag, HellaSwagEval, HellaSwagExample, HellaSwagPrediction, HellaSwagStyle};
 pub use loss::{labels_from_hf, SequenceEval, IGNORE_INDEX};
-pub use perplexity::{HfGuideNumber, SlidingWindow, SlidingWindowEval, Window};
+pub use perplexity::{HfGuideNumber, SlidingWindow, SlidingWindowEval, SlidingWindowStream, Window};
 pub use score::{Evaluator, ProgressFn, ScoreRow};
 pub use stats::{perplexity_from_loss, LossStats, TextNormalized};
 pub use summary::EvalSummary;

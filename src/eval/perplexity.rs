@@ -155,7 +155,275 @@ pub struct SlidingWindowEval {
     pub hf_guide: HfGuideNumber,
 }
 
-impl Evaluator<'_> {
+/// Plans one family of windows (exact or HF-guide) incrementally, as tokens arrive: window `k`
+/// starts at `k·step`; a window is emitted once it is known to be full and not the last one, and
+/// the rest at [`Planner::finish`] — the same windows [`SlidingWindow::plan`] gives for the whole
+/// stream.
+#[derive(Debug, Clone)]
+struct Planner {
+    max_length: usize,
+    step: usize,
+    next_begin: usize,
+    prev_end: usize,
+    done: bool,
+}
+
+impl Planner {
+    fn new(max_length: usize, step: usize) -> Self {
+        Planner { max_length, step, next_begin: 0, prev_end: 0, done: false }
+    }
+
+    fn window(&mut self, n: usize) -> Window {
+        let begin = self.next_begin;
+        let end = (begin + self.max_length).min(n);
+        let w = Window {
+            begin,
+            end,
+            first_target: self.prev_end.max(begin + 1).min(end),
+            guide_weight: end - self.prev_end - 1,
+        };
+        self.prev_end = end;
+        self.done = end == n;
+        self.next_begin += self.step;
+        w
+    }
+
+    /// Up to `limit` more of the windows that `available` tokens determine for sure (full, and
+    /// not the last).
+    fn ready(&mut self, available: usize, out: &mut Vec<Window>, limit: usize) {
+        for _ in 0..limit {
+            if self.done || self.next_begin + self.max_length >= available {
+                break;
+            }
+            out.push(self.window(usize::MAX));
+        }
+    }
+
+    /// Up to `limit` more of the remaining windows of a stream of `n` tokens.
+    fn finish(&mut self, n: usize, out: &mut Vec<Window>, limit: usize) {
+        for _ in 0..limit {
+            if self.done || self.next_begin >= n {
+                break;
+            }
+            out.push(self.window(n));
+        }
+    }
+}
+
+/// Streaming sliding-window evaluation ([`Evaluator::sliding_window_stream`]): push tokens in
+/// pieces of any size, get the same numbers as [`Evaluator::sliding_window`] on the whole stream
+/// from [`SlidingWindowStream::finish`]. Windows are scored a block at a time as soon as they
+/// are complete, and tokens no later window needs are dropped, so memory is bounded by one block
+/// of windows plus what one `push` hands over — not by the length of the stream. Per-token NLLs
+/// are kept only when asked for ([`SlidingWindowStream::keep_token_nlls`]), since they take 8
+/// bytes per token.
+///
+/// ```
+/// use gpt2::{eval::{Evaluator, SlidingWindow}, Config, Gpt2};
+/// let model = Gpt2::new_random(Config::nano(8, 30), 0).unwrap();
+/// let tokens: Vec<u32> = (0..100).map(|i| (i * 7 % 30) as u32).collect();
+/// let ev = Evaluator::new(&model);
+/// let mut stream = ev.sliding_window_stream(SlidingWindow::new(8, 4)).unwrap();
+/// for piece in tokens.chunks(9) {
+///     stream.push(piece).unwrap();
+/// }
+/// let streamed = stream.finish().unwrap();
+/// let whole = ev.sliding_window(&tokens, SlidingWindow::new(8, 4)).unwrap();
+/// assert_eq!(streamed.stats, whole.stats);
+/// assert_eq!(streamed.hf_guide, whole.hf_guide);
+/// assert!(streamed.token_nlls.is_empty());
+/// ```
+pub struct SlidingWindowStream<'e, 'm> {
+    ev: &'e Evaluator<'m>,
+    window: SlidingWindow,
+    /// Tokens from index `base` of the stream on.
+    buf: Vec<u32>,
+    base: usize,
+    /// Tokens pushed so far.
+    total: usize,
+    exact: Planner,
+    /// The HF-guide windows when they differ from the exact ones (`stride == max_length`).
+    guide: Option<Planner>,
+    pending_exact: Vec<Window>,
+    pending_guide: Vec<Window>,
+    block: usize,
+    keep_nlls: bool,
+    /// Number of windows, for the progress callback: `None` = count as they come.
+    total_rows: Option<usize>,
+    rows_done: usize,
+    // results so far
+    stats: LossStats,
+    token_nlls: Vec<f64>,
+    exact_windows: usize,
+    guide_sum: f64,
+    guide_weight: usize,
+    guide_scored: usize,
+    guide_windows: usize,
+}
+
+impl std::fmt::Debug for SlidingWindowStream<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlidingWindowStream")
+            .field("window", &self.window)
+            .field("tokens", &self.total)
+            .field("buffered", &self.buf.len())
+            .finish()
+    }
+}
+
+impl SlidingWindowStream<'_, '_> {
+    /// Windows scored per block (at least one batch).
+    pub fn block_windows(&self) -> usize {
+        self.block
+    }
+
+    /// Keeps the exact per-token NLLs for [`SlidingWindowEval::token_nlls`] (8 bytes per token;
+    /// off by default).
+    pub fn keep_token_nlls(mut self, keep: bool) -> Self {
+        self.keep_nlls = keep;
+        self
+    }
+
+    /// Tokens pushed so far.
+    pub fn tokens(&self) -> usize {
+        self.total
+    }
+
+    /// Appends tokens to the stream and scores every window that is complete once a block of
+    /// them is ready. Errors: [`Error::TokenOutOfVocab`] for an id outside the model's
+    /// vocabulary (checked before anything is kept), and whatever scoring returns.
+    pub fn push(&mut self, tokens: &[u32]) -> Result<()> {
+        let v = self.ev.model().config().vocab_size;
+        if let Some((i, &t)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= v) {
+            return Err(Error::TokenOutOfVocab { token: t, position: self.total + i, vocab_size: v });
+        }
+        self.buf.extend_from_slice(tokens);
+        self.total += tokens.len();
+        self.plan(false)
+    }
+
+    /// Plans windows a block at a time, scoring each full block; at the end of the stream
+    /// (`last`) also the final windows, and scores what is left.
+    fn plan(&mut self, last: bool) -> Result<()> {
+        loop {
+            let (n, block) = (self.total, self.block);
+            let room = block - self.pending_exact.len().min(block);
+            if last {
+                self.exact.finish(n, &mut self.pending_exact, room);
+            } else {
+                self.exact.ready(n, &mut self.pending_exact, room);
+            }
+            if let Some(g) = &mut self.guide {
+                let room = block - self.pending_guide.len().min(block);
+                if last {
+                    g.finish(n, &mut self.pending_guide, room);
+                } else {
+                    g.ready(n, &mut self.pending_guide, room);
+                }
+            }
+            if self.pending_exact.len() >= block || self.pending_guide.len() >= block {
+                self.flush()?;
+            } else {
+                if last {
+                    self.flush()?;
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    /// Scores the windows that are planned, then drops the tokens no later window needs.
+    fn flush(&mut self) -> Result<()> {
+        let exact = std::mem::take(&mut self.pending_exact);
+        let nlls = self.score_windows(&exact)?;
+        for (w, nlls) in exact.iter().zip(&nlls) {
+            for &x in nlls {
+                self.stats.sum_nll += x;
+            }
+            self.stats.tokens += nlls.len();
+            if self.keep_nlls {
+                self.token_nlls.extend_from_slice(nlls);
+            }
+            if self.guide.is_none() {
+                self.add_guide(w, nlls);
+            }
+        }
+        self.exact_windows += exact.len();
+        if self.guide.is_some() {
+            let guide = std::mem::take(&mut self.pending_guide);
+            let nlls = self.score_windows(&guide)?;
+            for (w, nlls) in guide.iter().zip(&nlls) {
+                self.add_guide(w, nlls);
+            }
+        }
+        let keep_from = self.exact.next_begin.min(self.guide.as_ref().map_or(usize::MAX, |g| g.next_begin));
+        let drop = keep_from.min(self.total).saturating_sub(self.base);
+        if drop > 0 {
+            self.buf.drain(..drop);
+            self.base += drop;
+        }
+        Ok(())
+    }
+
+    fn add_guide(&mut self, w: &Window, nlls: &[f64]) {
+        self.guide_windows += 1;
+        self.guide_scored += nlls.len();
+        // A window that scores nothing has weight 0 (the literal recipe gives NaN·0 there).
+        if w.guide_weight > 0 && !nlls.is_empty() {
+            self.guide_sum += LossStats::from_nlls(nlls).mean().unwrap_or(0.0) * w.guide_weight as f64;
+            self.guide_weight += w.guide_weight;
+        }
+    }
+
+    /// NLLs of each window's scored tokens (empty for windows that score nothing).
+    fn score_windows(&mut self, windows: &[Window]) -> Result<Vec<Vec<f64>>> {
+        let scoring: Vec<usize> = (0..windows.len()).filter(|&i| windows[i].first_target < windows[i].end).collect();
+        let rows = scoring
+            .iter()
+            .map(|&i| {
+                let w = windows[i];
+                ScoreRow::tail(&self.buf[w.begin - self.base..w.end - self.base], w.first_target - w.begin)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (before, ev) = (self.rows_done, self.ev);
+        let total = self.total_rows.unwrap_or(before + rows.len());
+        let mut scored = ev.score_reporting(&rows, &|done| ev.report(before + done, total))?.into_iter();
+        self.rows_done += rows.len();
+        let mut out = vec![Vec::new(); windows.len()];
+        for i in scoring {
+            out[i] = scored.next().unwrap_or_default();
+        }
+        Ok(out)
+    }
+
+    /// Scores the remaining windows and returns the result, as [`Evaluator::sliding_window`]
+    /// gives for all the tokens pushed. Errors: [`Error::EmptyInput`] for fewer than 2 tokens.
+    pub fn finish(mut self) -> Result<SlidingWindowEval> {
+        if self.total < 2 {
+            return Err(too_short(self.total));
+        }
+        self.plan(true)?;
+        let guide_loss = if self.guide_weight > 0 { self.guide_sum / self.guide_weight as f64 } else { f64::NAN };
+        let avg_loss = self.stats.mean().unwrap_or(f64::NAN);
+        Ok(SlidingWindowEval {
+            window: self.window,
+            stats: self.stats,
+            avg_loss,
+            perplexity: perplexity_from_loss(avg_loss),
+            token_nlls: self.token_nlls,
+            windows: self.exact_windows,
+            hf_guide: HfGuideNumber {
+                avg_loss: guide_loss,
+                perplexity: perplexity_from_loss(guide_loss),
+                scored_tokens: self.guide_scored,
+                counted_tokens: self.guide_weight,
+                windows: self.guide_windows,
+            },
+        })
+    }
+}
+
+impl<'m> Evaluator<'m> {
     /// Sliding-window perplexity of one token stream (see [`SlidingWindow`]);
     /// windows are batched `batch_size` at a time.
     ///
@@ -168,63 +436,51 @@ impl Evaluator<'_> {
     /// assert_eq!(r.token_nlls.len(), 39);
     /// ```
     pub fn sliding_window(&self, tokens: &[u32], window: SlidingWindow) -> Result<SlidingWindowEval> {
-        window.validate(self.model().config().n_positions)?;
+        let mut stream = self.sliding_window_stream(window)?.keep_token_nlls(true);
         if tokens.len() < 2 {
             return Err(too_short(tokens.len()));
         }
         let n = tokens.len();
-        let exact = window.exact_windows(n);
-        let guide = window.hf_guide_windows(n);
-        let exact_nlls = self.score_windows(tokens, &exact)?;
-        let token_nlls: Vec<f64> = exact_nlls.iter().flatten().copied().collect();
-        debug_assert_eq!(token_nlls.len(), n - 1);
-        let guide_nlls = if guide == exact { exact_nlls } else { self.score_windows(tokens, &guide)? };
-
-        let (mut sum, mut weight, mut scored) = (0.0f64, 0usize, 0usize);
-        for (w, nlls) in guide.iter().zip(&guide_nlls) {
-            scored += nlls.len();
-            // A window that scores nothing has weight 0 (the literal recipe gives NaN·0 there).
-            if w.guide_weight > 0 && !nlls.is_empty() {
-                sum += LossStats::from_nlls(nlls).mean().unwrap_or(0.0) * w.guide_weight as f64;
-                weight += w.guide_weight;
-            }
-        }
-        let guide_loss = if weight > 0 { sum / weight as f64 } else { f64::NAN };
-        let stats = LossStats::from_nlls(&token_nlls);
-        let avg_loss = stats.mean().expect("n ≥ 2 tokens scored");
-        Ok(SlidingWindowEval {
-            window,
-            stats,
-            avg_loss,
-            perplexity: perplexity_from_loss(avg_loss),
-            token_nlls,
-            windows: exact.len(),
-            hf_guide: HfGuideNumber {
-                avg_loss: guide_loss,
-                perplexity: perplexity_from_loss(guide_loss),
-                scored_tokens: scored,
-                counted_tokens: weight,
-                windows: guide.len(),
-            },
-        })
+        let count = |ws: Vec<Window>| ws.iter().filter(|w| w.first_target < w.end).count();
+        let guide_rows = if stream.guide.is_some() { count(window.hf_guide_windows(n)) } else { 0 };
+        stream.total_rows = Some(count(window.exact_windows(n)) + guide_rows);
+        stream.push(tokens)?;
+        let r = stream.finish()?;
+        debug_assert_eq!(r.token_nlls.len(), n - 1);
+        Ok(r)
     }
 
-    /// NLLs of each window's scored tokens (empty for windows that score nothing).
-    fn score_windows(&self, tokens: &[u32], windows: &[Window]) -> Result<Vec<Vec<f64>>> {
-        let scoring: Vec<usize> = (0..windows.len()).filter(|&i| windows[i].first_target < windows[i].end).collect();
-        let rows = scoring
-            .iter()
-            .map(|&i| {
-                let w = windows[i];
-                ScoreRow::tail(&tokens[w.begin..w.end], w.first_target - w.begin)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut scored = self.score(&rows)?.into_iter();
-        let mut out = vec![Vec::new(); windows.len()];
-        for i in scoring {
-            out[i] = scored.next().expect("one result per row");
-        }
-        Ok(out)
+    /// A streaming sliding-window evaluation (see [`SlidingWindowStream`]): memory bounded by
+    /// one block of windows, for token streams of any length. The progress callback receives
+    /// `(windows scored, windows planned so far)`.
+    ///
+    /// Errors: [`Error::InvalidArgument`] for an invalid geometry.
+    pub fn sliding_window_stream<'e>(&'e self, window: SlidingWindow) -> Result<SlidingWindowStream<'e, 'm>> {
+        window.validate(self.model().config().n_positions)?;
+        let exact_step = window.stride.min(window.max_length.saturating_sub(1)).max(1);
+        let guide_step = window.stride.max(1);
+        Ok(SlidingWindowStream {
+            ev: self,
+            window,
+            buf: Vec::new(),
+            base: 0,
+            total: 0,
+            exact: Planner::new(window.max_length, exact_step),
+            guide: (guide_step != exact_step).then(|| Planner::new(window.max_length, guide_step)),
+            pending_exact: Vec::new(),
+            pending_guide: Vec::new(),
+            block: (self.batch_size() * 16).max(256),
+            keep_nlls: false,
+            total_rows: None,
+            rows_done: 0,
+            stats: LossStats::default(),
+            token_nlls: Vec::new(),
+            exact_windows: 0,
+            guide_sum: 0.0,
+            guide_weight: 0,
+            guide_scored: 0,
+            guide_windows: 0,
+        })
     }
 }
 
@@ -266,6 +522,31 @@ mod tests {
         let g = w.hf_guide_windows(9);
         assert_eq!(g, w.exact_windows(9));
         assert_eq!(g.iter().map(|x| x.guide_weight).collect::<Vec<_>>(), vec![3, 1, 1, 0]);
+    }
+
+    #[test]
+    fn incremental_planner_equals_whole_plan() {
+        for n in 1..50 {
+            for l in 2..9 {
+                for step in 1..=l {
+                    let whole = SlidingWindow::new(l, step).plan(n, step);
+                    for piece in [1, 3, 7, 50] {
+                        let mut p = Planner::new(l, step);
+                        let mut got = Vec::new();
+                        let mut have = 0;
+                        while have < n {
+                            have = (have + piece).min(n);
+                            p.ready(have, &mut got, piece % 4 + 1);
+                            p.ready(have, &mut got, usize::MAX);
+                        }
+                        while !p.done && p.next_begin < n {
+                            p.finish(n, &mut got, 2);
+                        }
+                        assert_eq!(got, whole, "n={n} l={l} step={step} piece={piece}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

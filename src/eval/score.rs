@@ -216,6 +216,13 @@ impl<'m> Evaluator<'m> {
         self.batch_size
     }
 
+    /// Calls the progress callback, if any.
+    pub(crate) fn report(&self, done: usize, total: usize) {
+        if let Some(p) = &self.progress {
+            p(done, total);
+        }
+    }
+
     /// Checks a row against the model (length, vocabulary).
     fn check_row(&self, row: &ScoreRow) -> Result<()> {
         let cfg = self.model.config();
@@ -240,6 +247,16 @@ impl<'m> Evaluator<'m> {
     ///
     /// All rows are validated before any computation.
     pub fn score(&self, rows: &[ScoreRow]) -> Result<Vec<Vec<f64>>> {
+        self.score_reporting(rows, &|done| {
+            if let Some(p) = &self.progress {
+                p(done, rows.len());
+            }
+        })
+    }
+
+    /// [`Evaluator::score`], calling `report(rows done)` after every batch instead of the
+    /// progress callback.
+    pub(crate) fn score_reporting(&self, rows: &[ScoreRow], report: &dyn Fn(usize)) -> Result<Vec<Vec<f64>>> {
         for row in rows {
             self.check_row(row)?;
         }
@@ -315,9 +332,7 @@ impl<'m> Evaluator<'m> {
                 }
             }
             done += b;
-            if let Some(p) = &self.progress {
-                p(done, rows.len());
-            }
+            report(done);
         }
         Ok(out)
     }

@@ -215,16 +215,44 @@ pub struct TextNormalized {
 /// assert_eq!(gpt2::eval::stats::count_words_like_harness(" x "), 3);
 /// ```
 pub fn count_words_like_harness(text: &str) -> usize {
-    let mut runs = 0;
-    let mut in_space = false;
-    for c in text.chars() {
-        let sp = super::hellaswag::py_space(c);
-        if sp && !in_space {
-            runs += 1;
+    let mut counter = WordCounter::default();
+    counter.push(text);
+    counter.words()
+}
+
+/// [`count_words_like_harness`] over a text given in pieces (split anywhere between characters),
+/// for texts streamed from a file.
+///
+/// ```
+/// use gpt2::eval::stats::{count_words_like_harness, WordCounter};
+/// let mut c = WordCounter::default();
+/// for piece in ["two  wo", "rds \n", "\tand more"] {
+///     c.push(piece);
+/// }
+/// assert_eq!(c.words(), count_words_like_harness("two  words \n\tand more"));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WordCounter {
+    runs: usize,
+    in_space: bool,
+}
+
+impl WordCounter {
+    /// Counts the next piece of the text.
+    pub fn push(&mut self, text: &str) {
+        for c in text.chars() {
+            let sp = super::hellaswag::py_space(c);
+            if sp && !self.in_space {
+                self.runs += 1;
+            }
+            self.in_space = sp;
         }
-        in_space = sp;
     }
-    runs + 1
+
+    /// Words so far (`len(re.split(r"\s+", text))`).
+    pub fn words(&self) -> usize {
+        self.runs + 1
+    }
 }
 
 impl LossStats {
@@ -244,11 +272,15 @@ impl LossStats {
     ///
     /// Errors: [`Error::EmptyInput`] for an empty text (no bytes to normalise by).
     pub fn per_text(&self, text: &str) -> Result<TextNormalized> {
-        if text.is_empty() {
+        self.per_counts(text.len(), count_words_like_harness(text))
+    }
+
+    /// [`LossStats::per_text`] from the text's byte and word counts (for a streamed text: bytes
+    /// read, [`WordCounter::words`]). Errors: [`Error::EmptyInput`] for zero bytes or words.
+    pub fn per_counts(&self, bytes: usize, words: usize) -> Result<TextNormalized> {
+        if bytes == 0 || words == 0 {
             return Err(Error::EmptyInput("cannot normalise a loss by an empty text".into()));
         }
-        let bytes = text.len();
-        let words = count_words_like_harness(text);
         Ok(TextNormalized {
             bytes,
             words,

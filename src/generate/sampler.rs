@@ -3,40 +3,66 @@
 //! Order (as `transformers.generate` applies them): repetition penalty → no-repeat-n-gram →
 //! (greedy argmax stops here) → temperature → top-k → top-p → min-p → draw from the softmax.
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
 /// How the next token is chosen.
 ///
+/// Say what you want with the constructors: [`SamplingParams::greedy`] (argmax, no truncation)
+/// or [`SamplingParams::sampling`] (temperature only), then the builder methods
+/// [`top_k`](Self::top_k), [`top_p`](Self::top_p), [`min_p`](Self::min_p),
+/// [`repetition_penalty`](Self::repetition_penalty) and
+/// [`no_repeat_ngram_size`](Self::no_repeat_ngram_size), each of which sets exactly its own
+/// setting. [`Default`] is *temperature 0.8 with top-k 40* (the crate's example default, not
+/// transformers' greedy one): `SamplingParams { top_p: Some(0.9), ..Default::default() }` keeps
+/// that top-k 40, `SamplingParams::sampling(0.8).top_p(0.9)` does not.
+///
+/// Serde: `temperature` is required, every other field defaults to *off* (`null`, penalty 1,
+/// n-gram 0), so a JSON object never carries a hidden truncation.
+///
 /// ```
 /// use gpt2::generate::SamplingParams;
-/// let nucleus = SamplingParams { temperature: 0.7, top_k: None, top_p: Some(0.9), ..Default::default() };
-/// assert!(nucleus.validate().is_ok() && !nucleus.is_greedy());
-/// assert!(SamplingParams::greedy().is_greedy());
-/// assert!(SamplingParams { top_p: Some(1.5), ..Default::default() }.validate().is_err());
+/// let p = SamplingParams::sampling(0.7).top_p(0.9);
+/// assert_eq!((p.top_k, p.top_p), (None, Some(0.9)));
+/// let json = serde_json::to_string(&p).unwrap();
+/// assert_eq!(serde_json::from_str::<SamplingParams>(&json).unwrap(), p);
+/// let q: SamplingParams = serde_json::from_str(r#"{"temperature": 1.0, "min_p": 0.05}"#).unwrap();
+/// assert_eq!(q, SamplingParams::sampling(1.0).min_p(0.05));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SamplingParams {
     /// Softmax temperature; `0` means greedy decoding (argmax, first index on ties). Any
     /// positive value works: one so small that `logit / T` overflows f32 (down to subnormals)
     /// keeps the argmax, as the limit `T → 0` does.
     pub temperature: f32,
     /// Keep only the `k` most likely tokens (ties with the k-th logit are kept, as HF does).
+    #[serde(default)]
     pub top_k: Option<usize>,
     /// Nucleus sampling: keep the smallest set of most likely tokens whose probability mass
     /// reaches `p` (HF: a token is dropped when the mass strictly above it is ≥ `p`).
+    #[serde(default)]
     pub top_p: Option<f32>,
     /// Drop tokens whose probability is below `min_p ×` the most likely token's.
+    #[serde(default)]
     pub min_p: Option<f32>,
     /// Repetition penalty over the tokens already in the sequence (prompt and generated): a
     /// positive logit is divided by it, a negative one multiplied (HF's sign-aware rule). `1` = off.
+    #[serde(default = "one")]
     pub repetition_penalty: f32,
     /// Forbid any n-gram of this size from occurring twice (`0` = off).
+    #[serde(default)]
     pub no_repeat_ngram_size: usize,
 }
 
+fn one() -> f32 {
+    1.0
+}
+
 impl Default for SamplingParams {
-    /// Temperature 0.8, top-k 40, nothing else.
+    /// Temperature 0.8, top-k 40, nothing else (prefer the explicit constructors).
     fn default() -> Self {
         SamplingParams {
             temperature: 0.8,
@@ -50,9 +76,76 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
-    /// Greedy decoding (argmax), no penalties.
+    /// Greedy decoding (argmax), no penalties (transformers' `do_sample=False`).
+    ///
+    /// ```
+    /// let p = gpt2::generate::SamplingParams::greedy();
+    /// assert!(p.is_greedy() && p.top_k.is_none());
+    /// ```
     pub fn greedy() -> Self {
         SamplingParams { temperature: 0.0, top_k: None, ..Default::default() }
+    }
+
+    /// Sampling from the softmax at `temperature` with no truncation and no penalties (add them
+    /// with the builder methods). `temperature` 0 is greedy.
+    ///
+    /// ```
+    /// let p = gpt2::generate::SamplingParams::sampling(0.8).top_k(40);
+    /// assert_eq!((p.temperature, p.top_k, p.top_p, p.min_p), (0.8, Some(40), None, None));
+    /// ```
+    pub fn sampling(temperature: f32) -> Self {
+        SamplingParams { temperature, top_k: None, ..Default::default() }
+    }
+
+    /// Sets top-k (keep the `k` most likely tokens), nothing else.
+    ///
+    /// ```
+    /// assert_eq!(gpt2::generate::SamplingParams::sampling(1.0).top_k(5).top_k, Some(5));
+    /// ```
+    pub fn top_k(mut self, k: usize) -> Self {
+        self.top_k = Some(k);
+        self
+    }
+
+    /// Sets top-p (nucleus mass), nothing else.
+    ///
+    /// ```
+    /// assert_eq!(gpt2::generate::SamplingParams::sampling(1.0).top_p(0.9).top_p, Some(0.9));
+    /// ```
+    pub fn top_p(mut self, p: f32) -> Self {
+        self.top_p = Some(p);
+        self
+    }
+
+    /// Sets min-p (relative probability floor), nothing else.
+    ///
+    /// ```
+    /// assert_eq!(gpt2::generate::SamplingParams::sampling(1.0).min_p(0.1).min_p, Some(0.1));
+    /// ```
+    pub fn min_p(mut self, p: f32) -> Self {
+        self.min_p = Some(p);
+        self
+    }
+
+    /// Sets the repetition penalty (`1` = off).
+    ///
+    /// ```
+    /// let p = gpt2::generate::SamplingParams::greedy().repetition_penalty(1.3);
+    /// assert_eq!(p.repetition_penalty, 1.3);
+    /// ```
+    pub fn repetition_penalty(mut self, penalty: f32) -> Self {
+        self.repetition_penalty = penalty;
+        self
+    }
+
+    /// Forbids repeating n-grams of size `n` (`0` = off).
+    ///
+    /// ```
+    /// assert_eq!(gpt2::generate::SamplingParams::greedy().no_repeat_ngram_size(3).no_repeat_ngram_size, 3);
+    /// ```
+    pub fn no_repeat_ngram_size(mut self, n: usize) -> Self {
+        self.no_repeat_ngram_size = n;
+        self
     }
 
     /// Whether this is greedy decoding.
@@ -130,12 +223,30 @@ impl Sampler {
     /// sequence so far (prompt + generated; used by the penalties). Scratch buffers are
     /// reused, so a call does not allocate once they have grown.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        self.sample_with(logits, history, None, false)
+    }
+
+    /// [`sample`](Self::sample) with a user logits hook run after the built-in processors
+    /// (penalties) and before the warpers (temperature, top-k, top-p, min-p) — transformers'
+    /// place for a custom `LogitsProcessor`. With `keep_warped`, `logits` is left as the
+    /// distribution the token was drawn from (scaled by 1/temperature, dropped tokens `-inf`),
+    /// as transformers' `output_scores` holds it.
+    pub(crate) fn sample_with(
+        &mut self,
+        logits: &mut [f32],
+        history: &[u32],
+        hook: Option<LogitsHook<'_>>,
+        keep_warped: bool,
+    ) -> u32 {
         let p = self.params;
         if p.repetition_penalty != 1.0 {
             penalize_once(logits, history, p.repetition_penalty, &mut self.seen);
         }
         if p.no_repeat_ngram_size > 0 {
             ban_repeated_ngrams(logits, history, p.no_repeat_ngram_size);
+        }
+        if let Some(hook) = hook {
+            hook(logits);
         }
         if p.is_greedy() {
             return argmax(logits) as u32;
@@ -179,6 +290,9 @@ impl Sampler {
             let n = weights[..keep].iter().take_while(|&&w| w >= cut).count().max(1);
             keep = keep.min(n);
         }
+        if keep_warped {
+            mask_dropped(logits, &self.order[..keep]);
+        }
         let mass: f64 = weights[..keep].iter().sum();
         let mut u = self.rng.next_f64() * mass;
         for (r, w) in weights[..keep].iter().enumerate() {
@@ -188,6 +302,18 @@ impl Sampler {
             u -= w;
         }
         self.order[keep - 1]
+    }
+}
+
+/// A user edit of the logits row, run by [`Sampler::sample_with`].
+pub(crate) type LogitsHook<'a> = &'a mut dyn FnMut(&mut [f32]);
+
+/// Sets every logit except those of `kept` to `-inf`.
+fn mask_dropped(logits: &mut [f32], kept: &[u32]) {
+    let saved: Vec<(u32, f32)> = kept.iter().map(|&i| (i, logits[i as usize])).collect();
+    logits.fill(f32::NEG_INFINITY);
+    for (i, v) in saved {
+        logits[i as usize] = v;
     }
 }
 

@@ -269,9 +269,10 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Reads and validates a HuggingFace `config.json`.
+    /// Reads and validates a HuggingFace `config.json` (a regular file: a FIFO or device is
+    /// refused with [`Error::Io`] instead of blocking).
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::fsutil::read_regular(path)?;
         let text = String::from_utf8(bytes)
             .map_err(|e| Error::Json { path: path.to_path_buf(), reason: format!("not UTF-8: {e}") })?;
         Self::from_json_str(&text, path)

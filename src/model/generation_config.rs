@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
-use crate::generate::{GenerateConfig, SamplingParams};
+use crate::generate::{EarlyStopping, GenerateConfig, SamplingParams};
 
 /// The fields of a `generation_config.json` this crate uses; every field is optional (absent
 /// keys and unknown keys are fine). [`GenerationConfig::apply_to`] turns it into
@@ -25,6 +25,9 @@ use crate::generate::{GenerateConfig, SamplingParams};
 /// assert_eq!(cfg.stop_token_ids, vec![198]);
 /// // do_sample with no temperature / top_k in the file: transformers' defaults 1.0 and 50
 /// assert_eq!((cfg.sampling.temperature, cfg.sampling.top_k, cfg.sampling.top_p), (1.0, Some(50), Some(0.9)));
+/// let beams = GenerationConfig::from_json_str(r#"{"do_sample": false, "num_beams": 4, "early_stopping": "never"}"#, "<b>")?;
+/// beams.apply_to(&mut cfg, 5);
+/// assert_eq!((cfg.num_beams, cfg.early_stopping), (4, gpt2::generate::EarlyStopping::Never));
 /// # Ok::<(), gpt2::Error>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -63,6 +66,18 @@ pub struct GenerationConfig {
     /// No-repeat n-gram size (`0` = off).
     #[serde(default)]
     pub no_repeat_ngram_size: Option<usize>,
+    /// Beams (`1` = no beam search).
+    #[serde(default)]
+    pub num_beams: Option<usize>,
+    /// Beam search length penalty.
+    #[serde(default)]
+    pub length_penalty: Option<f32>,
+    /// Beam search stopping rule (`true`, `false` or `"never"`).
+    #[serde(default)]
+    pub early_stopping: Option<EarlyStopping>,
+    /// Sequences returned per prompt.
+    #[serde(default)]
+    pub num_return_sequences: Option<usize>,
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<u32>, D::Error> {
@@ -88,7 +103,9 @@ impl GenerationConfig {
 
     /// Reads a `generation_config.json` file.
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::fsutil::read_regular(path)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| Error::Json { path: path.to_path_buf(), reason: format!("not UTF-8: {e}") })?;
         Self::from_json_str(&text, path)
     }
 
@@ -119,7 +136,9 @@ impl GenerationConfig {
     ///   `cfg.stop_token_ids`;
     /// * `do_sample: false` → greedy; `do_sample: true` → temperature, top-k and top-p from the
     ///   file or transformers' defaults (1.0, 50, 1.0; `top_k: 0` and `top_p: 1.0` mean off);
-    /// * `repetition_penalty`, `no_repeat_ngram_size`.
+    /// * `repetition_penalty`, `no_repeat_ngram_size`;
+    /// * `num_beams`, `length_penalty`, `early_stopping`, `num_return_sequences` (→
+    ///   `num_samples`).
     pub fn apply_to(&self, cfg: &mut GenerateConfig, prompt_len: usize) {
         if let Some(n) = self.max_new_tokens {
             cfg.max_new_tokens = n;
@@ -155,6 +174,18 @@ impl GenerationConfig {
         }
         if let Some(n) = self.no_repeat_ngram_size {
             cfg.sampling.no_repeat_ngram_size = n;
+        }
+        if let Some(n) = self.num_beams {
+            cfg.num_beams = n;
+        }
+        if let Some(p) = self.length_penalty {
+            cfg.length_penalty = p;
+        }
+        if let Some(e) = self.early_stopping {
+            cfg.early_stopping = e;
+        }
+        if let Some(n) = self.num_return_sequences {
+            cfg.num_samples = n;
         }
     }
 }

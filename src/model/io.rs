@@ -3,12 +3,15 @@
 //! Reads both key layouts (`transformer.h.0…` as transformers' `save_pretrained`
 //! writes, and bare `h.0…` as the original hub file has), skips the causal-mask
 //! buffers (`attn.bias`, `attn.masked_bias`), accepts a tied `lm_head.weight`,
-//! converts F32/F16/BF16/F64 to f32, and checks every shape. The file is
-//! memory-mapped and copied in file order, in chunks of 4 MiB, into the flat parameter
-//! buffer; each chunk's mapped pages are released once copied, so the peak resident memory
-//! of loading an f32 checkpoint is the parameter buffer plus one chunk (measured 1.015× the
-//! file size for the 124M model, see docs/reliability.md). Every header field is checked
-//! against the file size before anything is allocated.
+//! converts F32/F16/BF16/F64 to f32, and checks every shape. The file is not
+//! memory-mapped (a file truncated or rewritten by another process while mapped kills the
+//! reader with `SIGBUS`): the header is read into memory and the tensors are read with
+//! positioned reads, in file order and in chunks of 4 MiB, into the flat parameter buffer,
+//! so the peak resident memory of loading an f32 checkpoint is the parameter buffer plus one
+//! chunk (see docs/reliability.md). A file that changes size while it is read is an
+//! [`Error::Safetensors`] ("changed while loading"). Every header field is checked against the
+//! file size before anything is allocated, and a FIFO or device given as the checkpoint or
+//! `config.json` is refused before any read (it would block forever).
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -90,11 +93,11 @@ impl Gpt2 {
             let sibling = path.parent().map(|d| d.join("config.json"));
             (path.to_path_buf(), sibling)
         };
-        let f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
-        // SAFETY: the map is read-only; a concurrent truncation by another process could
-        // fault, which is the documented caveat of memory-mapping any file.
-        let mmap = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(&file, e))?;
-        let (meta_config, tensors) = parse_safetensors(&file, &mmap)?;
+        let f = crate::fsutil::open_regular(&file)?;
+        let reader = FileReader::new(&f, &file)?;
+        let image = reader.header_image()?;
+        let image = &image[..reader.len()?];
+        let (meta_config, tensors) = parse_safetensors(&file, image)?;
         let config = match meta_config {
             Some(c) => c,
             None => match config_path.filter(|p| p.exists()) {
@@ -103,7 +106,9 @@ impl Gpt2 {
                 None => infer_config(&tensors)?,
             },
         };
-        load_tensors(&file, &mmap, Some(&mmap), &tensors, config)
+        let model = load_tensors(&file, image, Some(&reader), &tensors, config)?;
+        reader.check_unchanged()?;
+        Ok(model)
     }
 
     /// Loads a model from the bytes of a `.safetensors` file already in memory (downloaded,
@@ -355,11 +360,84 @@ fn check_config_fits(file: &Path, st: &SafeTensors<'_>, data_bytes: usize, confi
     })
 }
 
-/// Copies every expected tensor into a fresh flat buffer, checking shapes.
+/// Reads a safetensors file with positioned reads (no memory map, so no `SIGBUS` when another
+/// process truncates or replaces the file).
+struct FileReader<'a> {
+    file: &'a std::fs::File,
+    path: &'a Path,
+    size: u64,
+}
+
+impl<'a> FileReader<'a> {
+    fn new(file: &'a std::fs::File, path: &'a Path) -> Result<Self> {
+        let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        Ok(FileReader { file, path, size })
+    }
+
+    fn changed(&self) -> Error {
+        let now = self.file.metadata().map_or(0, |m| m.len());
+        Error::Safetensors {
+            path: self.path.to_path_buf(),
+            reason: format!(
+                "the file changed while loading ({} bytes when opened, {now} now); was it replaced in place?",
+                self.size
+            ),
+        }
+    }
+
+    /// An image of the file as long as the file whose header bytes are read and whose tensor
+    /// data is left as untouched zero pages of an anonymous map (never resident): enough for the
+    /// safetensors parser to validate every offset against the file size, at no memory cost.
+    fn header_image(&self) -> Result<memmap2::MmapMut> {
+        let len = self.len()?;
+        let mut image = memmap2::MmapMut::map_anon(len.max(1)).map_err(|e| Error::io(self.path, e))?;
+        let first = len.min(8);
+        self.read_at(0, &mut image[..first])?;
+        let n = image.get(..8).filter(|_| first == 8).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+        let head = usize::try_from(n).unwrap_or(usize::MAX).saturating_add(8).min(len);
+        self.read_at(0, &mut image[..head])?;
+        Ok(image)
+    }
+
+    /// The file size (as opened).
+    fn len(&self) -> Result<usize> {
+        usize::try_from(self.size).map_err(|_| Error::Safetensors {
+            path: self.path.to_path_buf(),
+            reason: format!("{} bytes do not fit in memory on this platform", self.size),
+        })
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        crate::fsutil::read_exact_at(self.file, buf, offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                self.changed()
+            } else {
+                Error::io(self.path, e)
+            }
+        })
+    }
+
+    /// The bytes `view` (a slice of the header image) stands for, read from the file into `buf`.
+    fn read_view<'b>(&self, image_base: usize, view: &[u8], buf: &'b mut Vec<u8>) -> Result<&'b [u8]> {
+        buf.resize(view.len(), 0);
+        self.read_at((view.as_ptr() as usize - image_base) as u64, buf)?;
+        Ok(buf)
+    }
+
+    fn check_unchanged(&self) -> Result<()> {
+        match self.file.metadata() {
+            Ok(m) if m.len() == self.size => Ok(()),
+            _ => Err(self.changed()),
+        }
+    }
+}
+
+/// Copies every expected tensor into a fresh flat buffer, checking shapes. With `reader`, `bytes`
+/// is a header image (see [`FileReader::header_image`]) and tensor data is read from the file.
 fn load_tensors(
     file: &Path,
     bytes: &[u8],
-    mmap: Option<&memmap2::Mmap>,
+    reader: Option<&FileReader<'_>>,
     st: &SafeTensors<'_>,
     config: Config,
 ) -> Result<Gpt2> {
@@ -369,7 +447,8 @@ fn load_tensors(
     let mut seen: HashSet<String> = HashSet::new();
     let mut lm_head: Option<String> = None;
     let base = bytes.as_ptr() as usize;
-    // In file order: sequential reads, and each mapped page is released right after its copy.
+    let mut chunk_buf = Vec::new();
+    // In file order: sequential reads.
     let mut names = st.names();
     names.sort_by_key(|n| st.tensor(n).map_or(0, |v| v.data().as_ptr() as usize));
     for name in names {
@@ -400,8 +479,7 @@ fn load_tensors(
                 found: view.shape().to_vec(),
             });
         }
-        // Copy in chunks of ~4 MiB, releasing each chunk's mapped pages once copied, so the
-        // resident set is the f32 buffer plus one chunk (not plus a whole 150 MB `wte`).
+        // Copy in chunks of ~4 MiB, so the resident set is the f32 buffer plus one chunk.
         let size = dtype_size(view.dtype(), name)?;
         let dst = &mut params[info.range()];
         if view.data().len() != dst.len() * size {
@@ -413,11 +491,11 @@ fn load_tensors(
         }
         let per_chunk = (4 << 20) / size;
         for (d, b) in dst.chunks_mut(per_chunk).zip(view.data().chunks(per_chunk * size)) {
+            let b = match reader {
+                Some(r) => r.read_view(base, b, &mut chunk_buf)?,
+                None => b,
+            };
             convert_into(d, b, view.dtype(), name)?;
-            if let Some(m) = mmap {
-                let start = b.as_ptr() as usize - base;
-                release_pages(m, start, start + b.len());
-            }
         }
     }
     for info in layout.params() {
@@ -436,6 +514,10 @@ fn load_tensors(
         let size = dtype_size(view.dtype(), &name)?;
         let mut head = vec![0f32; 4096];
         for (chunk, w) in view.data().chunks(4096 * size).zip(params[wte.range()].chunks(4096)) {
+            let chunk = match reader {
+                Some(r) => r.read_view(base, chunk, &mut chunk_buf)?,
+                None => chunk,
+            };
             convert_into(&mut head[..w.len()], chunk, view.dtype(), &name)?;
             if head[..w.len()].iter().zip(w).any(|(a, b)| a.to_bits() != b.to_bits()) {
                 return Err(Error::Safetensors {
@@ -495,19 +577,3 @@ pub(super) fn convert_into(dst: &mut [f32], bytes: &[u8], dtype: Dtype, name: &s
     }
     Ok(())
 }
-
-/// Tells the kernel the mapped pages wholly inside `start..end` (byte offsets) are no longer
-/// needed, so the copy does not double the resident memory. Purely an optimisation.
-#[cfg(unix)]
-fn release_pages(mmap: &memmap2::Mmap, start: usize, end: usize) {
-    const PAGE: usize = 4096;
-    let (a, b) = (start.div_ceil(PAGE) * PAGE, (end.min(mmap.len()) / PAGE) * PAGE);
-    if b > a {
-        // SAFETY: DontNeed on a read-only file mapping only drops our mapping of cached pages;
-        // later reads fault them back in from the file.
-        let _ = unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
-    }
-}
-
-#[cfg(not(unix))]
-fn release_pages(_mmap: &memmap2::Mmap, _start: usize, _end: usize) {}

@@ -170,6 +170,70 @@ impl KvCache {
         (self.n_head, self.head_dim)
     }
 
+    /// Makes row `r` a copy of row `src[r]` for every `r` (cached positions, padding and next
+    /// position ids), in place: beam search reorders its beams this way each step. Only rows
+    /// whose source differs are written, and only their `len()` cached positions are copied (the
+    /// rest of the capacity is untouched), so a step where most beams keep their row costs
+    /// little; the cache itself is never reallocated.
+    ///
+    /// Errors: [`Error::Shape`] when `src` does not have one entry per row;
+    /// [`Error::InvalidArgument`] when an entry is not a row index.
+    ///
+    /// ```
+    /// use gpt2::{Config, ForwardInput, ForwardOptions, Gpt2, KvCache};
+    /// let model = Gpt2::new_random(Config::nano(16, 50), 1).unwrap();
+    /// let mut cache = KvCache::new(model.config(), 2, 16).unwrap();
+    /// let x = ndarray::Array2::from_shape_vec((2, 2), vec![1u32, 2, 3, 4]).unwrap();
+    /// model.forward(&ForwardInput::new(x.view()), Some(&mut cache), &ForwardOptions::default()).unwrap();
+    /// cache.reorder_rows(&[1, 1]).unwrap(); // both rows now hold the prompt [3, 4]
+    /// assert!(cache.reorder_rows(&[0, 2]).is_err());
+    /// ```
+    pub fn reorder_rows(&mut self, src: &[usize]) -> Result<()> {
+        if src.len() != self.batch {
+            return Err(Error::Shape(format!(
+                "reorder_rows got {} indices for a cache of {} rows",
+                src.len(),
+                self.batch
+            )));
+        }
+        if let Some(&bad) = src.iter().find(|&&s| s >= self.batch) {
+            return Err(Error::arg("src", format!("row {bad} does not exist (the cache has {} rows)", self.batch)));
+        }
+        let moved: Vec<(usize, usize)> =
+            src.iter().enumerate().filter(|&(r, &s)| r != s).map(|(r, &s)| (r, s)).collect();
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let (nh, hd, cap, len) = (self.n_head, self.head_dim, self.capacity, self.len);
+        let block = len * hd;
+        // Gather every moved row's new content before writing any (a source may also be a
+        // destination), then scatter.
+        let mut tmp = vec![0f32; moved.len() * nh * block];
+        for layer in self.k.iter_mut().chain(self.v.iter_mut()) {
+            for (i, &(_, s)) in moved.iter().enumerate() {
+                for h in 0..nh {
+                    let from = (s * nh + h) * cap * hd;
+                    let to = (i * nh + h) * block;
+                    tmp[to..to + block].copy_from_slice(&layer[from..from + block]);
+                }
+            }
+            for (i, &(r, _)) in moved.iter().enumerate() {
+                for h in 0..nh {
+                    let to = (r * nh + h) * cap * hd;
+                    let from = (i * nh + h) * block;
+                    layer[to..to + block].copy_from_slice(&tmp[from..from + block]);
+                }
+            }
+        }
+        let valid: Vec<Vec<bool>> = moved.iter().map(|&(_, s)| self.valid[s * cap..(s + 1) * cap].to_vec()).collect();
+        let next: Vec<u32> = moved.iter().map(|&(_, s)| self.next_pos[s]).collect();
+        for (i, &(r, _)) in moved.iter().enumerate() {
+            self.valid[r * cap..(r + 1) * cap].copy_from_slice(&valid[i]);
+            self.next_pos[r] = next[i];
+        }
+        Ok(())
+    }
+
     /// A cache of `batch() · n` rows in which rows `i·n .. (i+1)·n` are copies of row `i`
     /// (cached positions, padding and next position ids included): prefill a prompt once,
     /// then decode several samples of it.

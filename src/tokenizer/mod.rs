@@ -1,5 +1,7 @@
 //! GPT-2 byte-level BPE tokenizer (tiktoken-rs `r50k_base`, vocabulary embedded — nothing is fetched).
 
+mod bpe;
+mod pretokenize;
 pub mod simple;
 pub mod trace;
 
@@ -7,6 +9,7 @@ use std::sync::Arc;
 
 use tiktoken_rs::CoreBPE;
 
+pub use self::pretokenize::safe_cut;
 use crate::error::{Error, Result};
 
 /// The GPT-2 end-of-text token id.
@@ -15,6 +18,11 @@ pub const EOT: u32 = 50256;
 pub const GPT2_VOCAB_SIZE: usize = 50257;
 
 /// GPT-2 byte-level BPE. Cheap to clone (the vocabulary is shared).
+///
+/// Encoding gives tiktoken's `r50k_base` ids for every input, but cannot overflow a stack or take
+/// quadratic time: the pre-tokenizer runs without backtracking (see [`safe_cut`] for where it always
+/// splits) and each piece is merged in `O(n log n)`, so a million consecutive newlines or a 10 MB
+/// "word" encode like any other text.
 ///
 /// ```
 /// let tok = gpt2::Tokenizer::gpt2().unwrap();
@@ -26,7 +34,18 @@ pub const GPT2_VOCAB_SIZE: usize = 50257;
 #[derive(Clone)]
 pub struct Tokenizer {
     bpe: Arc<CoreBPE>,
+    enc: Arc<Encoder>,
 }
+
+/// The encoding side: pre-tokenizer and merge ranks.
+#[derive(Debug)]
+struct Encoder {
+    split: pretokenize::Splitter,
+    ranks: bpe::Ranks,
+}
+
+/// The literal text of the end-of-text token.
+const ENDOFTEXT: &str = "<|endoftext|>";
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,7 +68,14 @@ impl Tokenizer {
     /// The GPT-2 tokenizer (r50k_base).
     pub fn gpt2() -> Result<Self> {
         let bpe = tiktoken_rs::r50k_base().map_err(|e| Error::InvalidConfig(format!("tokenizer: {e}")))?;
-        Ok(Tokenizer { bpe: Arc::new(bpe) })
+        let tokens = (0..EOT).map(|id| {
+            Ok((bpe.decode_bytes(&[id]).map_err(|e| Error::InvalidConfig(format!("tokenizer: {e:?}")))?, id))
+        });
+        let ranks = bpe::Ranks::new(tokens.collect::<Result<Vec<_>>>()?)
+            .filter(|r| r.len() == EOT as usize)
+            .ok_or_else(|| Error::InvalidConfig("tokenizer: vocabulary lacks a byte or repeats a token".into()))?;
+        let enc = Encoder { split: pretokenize::Splitter::new()?, ranks };
+        Ok(Tokenizer { bpe: Arc::new(bpe), enc: Arc::new(enc) })
     }
 
     /// Number of token ids (50257).
@@ -62,14 +88,105 @@ impl Tokenizer {
         EOT
     }
 
-    /// Encodes text; special-token text such as `<|endoftext|>` is treated as plain text.
+    /// Encodes text as **ordinary text**: `<|endoftext|>` in the text is just characters
+    /// (`<`, `|`, `endoftext`, …), never the EOT id — the same as
+    /// [`encode_ordinary`](Self::encode_ordinary) and tiktoken's `encode_ordinary`.
+    ///
+    /// This differs from transformers' `GPT2TokenizerFast`, which turns `<|endoftext|>` in text
+    /// into id 50256; use [`encode_with_special`](Self::encode_with_special) for that. The crate
+    /// keeps `encode` ordinary on purpose: every caller that feeds data (shard writing, the
+    /// evaluators, HellaSwag, the examples) must not let text forge a document boundary, and
+    /// untrusted input stays safe by default.
+    ///
+    /// ```
+    /// let tok = gpt2::Tokenizer::gpt2().unwrap();
+    /// let ids = tok.encode("Hello<|endoftext|>");
+    /// assert!(ids.len() > 2 && !ids.contains(&50256)); // "Hello" + pieces of the marker
+    /// ```
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        self.bpe.encode_ordinary(text)
+        self.encode_ordinary(text)
     }
 
-    /// Encodes text, turning `<|endoftext|>` into the EOT token.
+    /// Encodes text with no special tokens (tiktoken's `encode_ordinary`): the call for
+    /// untrusted input and training data.
+    ///
+    /// ```
+    /// let tok = gpt2::Tokenizer::gpt2().unwrap();
+    /// assert!(!tok.encode_ordinary("a<|endoftext|>b").contains(&50256));
+    /// ```
+    pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 3);
+        self.encode_into(text, &mut out);
+        out
+    }
+
+    /// Appends the ids of `text` (as [`Tokenizer::encode`], ordinary text) to `out`.
+    pub fn encode_into(&self, text: &str, out: &mut Vec<u32>) {
+        let mut scratch = bpe::Scratch::default();
+        let Encoder { split, ranks } = &*self.enc;
+        split.for_each_piece(text, |piece| ranks.encode_piece(piece.as_bytes(), &mut scratch, out));
+    }
+
+    /// Encodes text the way transformers' GPT-2 tokenizer does by default: `<|endoftext|>` in
+    /// the text becomes the EOT id (50256); the text around it is encoded ordinarily.
+    ///
+    /// ```
+    /// let tok = gpt2::Tokenizer::gpt2().unwrap();
+    /// assert_eq!(tok.encode_with_special("Hello<|endoftext|>"), vec![15496, 50256]);
+    /// ```
     pub fn encode_with_special(&self, text: &str) -> Vec<u32> {
-        self.bpe.encode_with_special_tokens(text)
+        let mut out = Vec::with_capacity(text.len() / 3);
+        for (i, part) in text.split(ENDOFTEXT).enumerate() {
+            if i > 0 {
+                out.push(EOT);
+            }
+            self.encode_into(part, &mut out);
+        }
+        out
+    }
+
+    /// [`encode`](Self::encode) (ordinary text) of many texts, in parallel (rayon), in order.
+    ///
+    /// ```
+    /// let tok = gpt2::Tokenizer::gpt2().unwrap();
+    /// assert_eq!(tok.encode_batch(&["Hello", " world"]), vec![vec![15496], vec![995]]);
+    /// ```
+    pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Vec<Vec<u32>> {
+        use rayon::prelude::*;
+        texts.par_iter().map(|t| self.encode_ordinary(t.as_ref())).collect()
+    }
+
+    /// [`encode_with_special`](Self::encode_with_special) of many texts, in parallel, in order.
+    ///
+    /// ```
+    /// let tok = gpt2::Tokenizer::gpt2().unwrap();
+    /// assert_eq!(tok.encode_batch_with_special(&["Hi<|endoftext|>"]), vec![vec![17250, 50256]]);
+    /// ```
+    pub fn encode_batch_with_special<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Vec<Vec<u32>> {
+        use rayon::prelude::*;
+        texts.par_iter().map(|t| self.encode_with_special(t.as_ref())).collect()
+    }
+
+    /// [`decode`](Self::decode) of many sequences, in parallel, in order (the first error wins).
+    ///
+    /// ```
+    /// let tok = gpt2::Tokenizer::gpt2().unwrap();
+    /// assert_eq!(tok.decode_batch(&[vec![15496], vec![995]]).unwrap(), vec!["Hello", " world"]);
+    /// ```
+    pub fn decode_batch<I: AsRef<[u32]> + Sync>(&self, batch: &[I]) -> Result<Vec<String>> {
+        use rayon::prelude::*;
+        batch.par_iter().map(|ids| self.decode(ids.as_ref())).collect()
+    }
+
+    /// [`decode_lossy`](Self::decode_lossy) of many sequences, in parallel, in order.
+    ///
+    /// ```
+    /// let tok = gpt2::Tokenizer::gpt2().unwrap();
+    /// assert_eq!(tok.decode_batch_lossy(&[&[15496u32][..]]).unwrap(), vec!["Hello"]);
+    /// ```
+    pub fn decode_batch_lossy<I: AsRef<[u32]> + Sync>(&self, batch: &[I]) -> Result<Vec<String>> {
+        use rayon::prelude::*;
+        batch.par_iter().map(|ids| self.decode_lossy(ids.as_ref())).collect()
     }
 
     /// Raw bytes of a token sequence (may end inside a multi-byte character).

@@ -22,12 +22,12 @@
 //! assert_eq!(piece.merges.last().unwrap().merged, "Ġworld");
 //! ```
 
-use std::collections::HashMap;
 use std::fmt;
 
-use fancy_regex::Regex;
 use serde::Serialize;
 
+use super::bpe::{Ranks, Scratch};
+use super::pretokenize::Splitter;
 use super::{byte_to_unicode, Tokenizer, EOT};
 use crate::error::{Error, Result};
 
@@ -38,12 +38,23 @@ pub const GPT2_SPLIT_PATTERN: &str = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++|
 
 /// Traces GPT-2 byte-level BPE. Build once (it indexes the whole vocabulary), trace many texts.
 ///
+/// Tracing takes `O(n log n)` time in the length of a piece, and the text listing
+/// (`Display`) stays linear in the number of merges: a piece of more than
+/// [`FULL_LISTING_SYMBOLS`] symbols shows a window of symbols around each merge instead of the
+/// whole list.
+///
 /// `BpeTracer` is `Send + Sync`.
 #[derive(Debug)]
 pub struct BpeTracer {
-    ranks: HashMap<Vec<u8>, u32>,
-    regex: Regex,
+    ranks: Ranks,
+    split: Splitter,
 }
+
+/// Pieces with at most this many initial symbols list every symbol after each merge in the text
+/// listing; longer pieces list [`WINDOW_SYMBOLS`] symbols on each side of the merged one.
+pub const FULL_LISTING_SYMBOLS: usize = 64;
+/// Symbols shown on each side of a merge in the listing of a long piece.
+pub const WINDOW_SYMBOLS: usize = 8;
 
 /// One merge step: `left` + `right` → `merged`, at symbol index `position` (before the merge).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -119,16 +130,127 @@ impl fmt::Display for BpeTrace {
     /// A readable step-by-step listing, one block per piece.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for p in &self.pieces {
-            writeln!(f, "piece {:?}: {}", p.text, p.symbols.join(" "))?;
-            for (i, m) in p.merges.iter().enumerate() {
-                let syms = p.symbols_after(i + 1);
-                writeln!(f, "  merge {} + {} -> {} (rank {}): {}", m.left, m.right, m.merged, m.rank, syms.join(" "))?;
+            if p.symbols.len() <= FULL_LISTING_SYMBOLS {
+                writeln!(f, "piece {:?}: {}", p.text, p.symbols.join(" "))?;
+                for (i, m) in p.merges.iter().enumerate() {
+                    let syms = p.symbols_after(i + 1);
+                    writeln!(
+                        f,
+                        "  merge {} + {} -> {} (rank {}): {}",
+                        m.left,
+                        m.right,
+                        m.merged,
+                        m.rank,
+                        syms.join(" ")
+                    )?;
+                }
+            } else {
+                write_long_piece(f, p)?;
             }
             let ids: Vec<String> = p.tokens.iter().map(u32::to_string).collect();
             writeln!(f, "  tokens: {} = [{}]", p.token_strings.join(" "), ids.join(", "))?;
         }
         Ok(())
     }
+}
+
+/// Counts of live symbol starts over byte positions (a Fenwick tree), to map a symbol index to its
+/// byte offset in `O(log n)`.
+struct Starts {
+    tree: Vec<usize>,
+}
+
+impl Starts {
+    fn all(n: usize) -> Self {
+        let mut tree = vec![0; n + 1];
+        for i in 1..=n {
+            tree[i] += 1;
+            let j = i + (i & i.wrapping_neg());
+            if j <= n {
+                tree[j] += tree[i];
+            }
+        }
+        Starts { tree }
+    }
+
+    fn remove(&mut self, pos: usize) {
+        let mut i = pos + 1;
+        while i < self.tree.len() {
+            self.tree[i] -= 1;
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// Number of live starts before byte `pos`.
+    fn rank(&self, pos: usize) -> usize {
+        let (mut i, mut sum) = (pos, 0);
+        while i > 0 {
+            sum += self.tree[i];
+            i -= i & i.wrapping_neg();
+        }
+        sum
+    }
+
+    /// Byte offset of the live start with index `k` (0-based), if any.
+    fn select(&self, k: usize) -> Option<usize> {
+        let n = self.tree.len() - 1;
+        let (mut pos, mut rest) = (0, k + 1);
+        let mut step = n.checked_next_power_of_two().unwrap_or(0);
+        while step > 0 {
+            if pos + step <= n && self.tree[pos + step] < rest {
+                pos += step;
+                rest -= self.tree[pos];
+            }
+            step /= 2;
+        }
+        (pos < n).then_some(pos)
+    }
+}
+
+/// The listing of a long piece: per merge, the merged symbol with [`WINDOW_SYMBOLS`] neighbours on
+/// each side, so the output grows linearly with the number of merges.
+fn write_long_piece(f: &mut fmt::Formatter<'_>, p: &PieceTrace) -> fmt::Result {
+    let n = p.bytes.len();
+    writeln!(f, "piece {:?} ({n} bytes): {} …", p.text, p.symbols[..WINDOW_SYMBOLS * 2].join(" "))?;
+    // symbol boundaries as a linked list over byte offsets, replayed merge by merge
+    let mut next: Vec<usize> = (1..=n).collect();
+    let mut starts = Starts::all(n);
+    let symbol = |next: &[usize], s: usize| gpt2_form(&p.bytes[s..next[s]]);
+    for m in &p.merges {
+        let Some(left) = starts.select(m.position) else { break };
+        let right = next[left];
+        if right >= n {
+            break;
+        }
+        next[left] = next[right];
+        starts.remove(right);
+        let first = m.position.saturating_sub(WINDOW_SYMBOLS);
+        let mut parts = Vec::with_capacity(2 * WINDOW_SYMBOLS + 3);
+        if first > 0 {
+            parts.push("…".to_string());
+        }
+        let mut s = starts.select(first).unwrap_or(n);
+        let mut k = first;
+        while s < n && k <= m.position + WINDOW_SYMBOLS {
+            parts.push(if k == m.position { format!("[{}]", symbol(&next, s)) } else { symbol(&next, s) });
+            s = next[s];
+            k += 1;
+        }
+        if s < n {
+            parts.push("…".to_string());
+        }
+        writeln!(
+            f,
+            "  merge {} + {} -> {} (rank {}) at {}: {}",
+            m.left,
+            m.right,
+            m.merged,
+            m.rank,
+            m.position,
+            parts.join(" ")
+        )?;
+    }
+    Ok(())
 }
 
 fn gpt2_form(bytes: &[u8]) -> String {
@@ -139,28 +261,23 @@ impl BpeTracer {
     /// Indexes the vocabulary of `tokenizer` (bytes → rank for ids `0..50256`; `<|endoftext|>` is
     /// special and never produced by merges).
     pub fn new(tokenizer: &Tokenizer) -> Result<Self> {
-        let mut ranks = HashMap::with_capacity(EOT as usize);
-        for id in 0..EOT {
-            ranks.insert(tokenizer.decode_bytes(&[id])?, id);
-        }
+        let tokens = (0..EOT).map(|id| Ok((tokenizer.decode_bytes(&[id])?, id))).collect::<Result<Vec<_>>>()?;
+        let ranks = Ranks::new(tokens).ok_or_else(|| Error::InvalidConfig("vocabulary lacks a single byte".into()))?;
         if ranks.len() != EOT as usize {
             return Err(Error::InvalidConfig(format!("vocabulary has {} distinct byte strings", ranks.len())));
         }
-        let regex = Regex::new(GPT2_SPLIT_PATTERN).map_err(|e| Error::InvalidConfig(format!("split regex: {e}")))?;
-        Ok(BpeTracer { ranks, regex })
+        Ok(BpeTracer { ranks, split: Splitter::new()? })
     }
 
     /// Rank of a byte string, if it is a vocabulary token.
     pub fn rank(&self, bytes: &[u8]) -> Option<u32> {
-        self.ranks.get(bytes).copied()
+        self.ranks.get(bytes)
     }
 
     /// GPT-2 pre-tokenization: the pieces of `text`, in order (their concatenation is `text`).
+    /// Linear time on any input (see [`Tokenizer`]); never fails.
     pub fn pretokenize<'t>(&self, text: &'t str) -> Result<Vec<&'t str>> {
-        self.regex
-            .find_iter(text)
-            .map(|m| m.map(|m| m.as_str()).map_err(|e| Error::arg("text", format!("pre-tokenization failed: {e}"))))
-            .collect()
+        Ok(self.split.pieces(text))
     }
 
     /// Traces the whole text: pre-tokenization, then the merges of every piece.
@@ -172,35 +289,32 @@ impl BpeTracer {
     /// Traces the merges of one piece given as bytes (no pre-tokenization). An empty slice gives
     /// an empty trace.
     pub fn trace_bytes(&self, bytes: &[u8]) -> PieceTrace {
-        // bounds[i]..bounds[i+1] is symbol i; pair[i] is the rank of symbols i and i+1 joined.
-        let mut bounds: Vec<usize> = (0..=bytes.len()).collect();
-        let rank_of = |a: usize, b: usize| self.ranks.get(&bytes[a..b]).copied().unwrap_or(u32::MAX);
-        let mut pair: Vec<u32> = (0..bytes.len().saturating_sub(1)).map(|i| rank_of(i, i + 2)).collect();
         let mut merges = Vec::new();
-        // lowest rank, leftmost on ties (as tiktoken); stop when no adjacent pair is a token
-        while let Some((i, r)) =
-            pair.iter().copied().enumerate().filter(|&(_, r)| r != u32::MAX).min_by_key(|&(i, r)| (r, i))
-        {
-            merges.push(MergeStep {
-                left: gpt2_form(&bytes[bounds[i]..bounds[i + 1]]),
-                right: gpt2_form(&bytes[bounds[i + 1]..bounds[i + 2]]),
-                merged: gpt2_form(&bytes[bounds[i]..bounds[i + 2]]),
-                rank: r,
-                position: i,
+        let mut bounds = Vec::new();
+        if !bytes.is_empty() {
+            // lowest rank, leftmost on ties (as tiktoken); stop when no adjacent pair is a token
+            let mut starts = Starts::all(bytes.len());
+            let mut scratch = Scratch::default();
+            self.ranks.merge(bytes, &mut scratch, |left, mid, end, rank| {
+                merges.push(MergeStep {
+                    left: gpt2_form(&bytes[left..mid]),
+                    right: gpt2_form(&bytes[mid..end]),
+                    merged: gpt2_form(&bytes[left..end]),
+                    rank,
+                    position: starts.rank(left),
+                });
+                starts.remove(mid);
             });
-            bounds.remove(i + 1);
-            pair.remove(i);
-            if i > 0 {
-                pair[i - 1] = rank_of(bounds[i - 1], bounds[i + 1]);
-            }
-            if i < pair.len() {
-                pair[i] = rank_of(bounds[i], bounds[i + 2]);
+            let mut i = 0;
+            while i < bytes.len() {
+                bounds.push(i);
+                i = scratch.next_end(i);
             }
         }
-        let tokens: Vec<u32> = bounds
-            .windows(2)
-            .map(|w| self.ranks.get(&bytes[w[0]..w[1]]).copied().expect("every single byte is a token"))
-            .collect();
+        bounds.push(bytes.len());
+        // every final symbol is a token: a byte or the result of a merge
+        let tokens: Vec<u32> =
+            bounds.windows(2).map(|w| self.ranks.get(&bytes[w[0]..w[1]]).unwrap_or(u32::MAX)).collect();
         let token_strings = bounds.windows(2).map(|w| gpt2_form(&bytes[w[0]..w[1]])).collect();
         PieceTrace {
             text: String::from_utf8_lossy(bytes).into_owned(),

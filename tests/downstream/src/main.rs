@@ -30,6 +30,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // greedy decoding is deterministic
     let again = generate(&model, &tok, &tok.encode("JULIET:"), &cfg, None)?;
     assert_eq!(again.samples[0].token_ids, out.samples[0].token_ids);
+    // beam search with log-probabilities; explicit sampling constructors; special tokens
+    let beams = GenerateConfig::beam(3).num_samples(2).max_new_tokens(12).logprobs(2);
+    let out = generate(&model, &tok, &tok.encode("ROMEO:"), &beams, None)?;
+    let (a, b) = (&out.samples[0], &out.samples[1]);
+    assert!(a.score.unwrap() >= b.score.unwrap());
+    assert!(a.logprob_summary().unwrap().perplexity >= 1.0);
+    assert_eq!(GenerateConfig::sampling(0.8).top_p(0.9).sampling.top_k, None);
+    assert_eq!(tok.encode_with_special("Hello<|endoftext|>"), vec![15496, 50256]);
+    assert!(!tok.encode_ordinary("Hello<|endoftext|>").contains(&50256));
     println!("downstream ok");
     Ok(())
 }
