@@ -482,7 +482,7 @@ impl Evaluator<'_> {
     /// use gpt2::eval::hellaswag::{read_hellaswag, ReadOptions};
     /// use gpt2::eval::{Evaluator, HellaSwagStyle};
     /// use gpt2::{Gpt2, SingleProcess, Tokenizer};
-    /// let model = Gpt2::load(gpt2::model::io::bundled_model_dir()).unwrap();
+    /// let model = Gpt2::load(gpt2::default_model_dir().unwrap()).unwrap();
     /// let tok = Tokenizer::gpt2().unwrap();
     /// let file = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/data/hellaswag_mini.jsonl");
     /// let ex = read_hellaswag(file, ReadOptions { limit: Some(2), ..Default::default() }).unwrap().examples;
