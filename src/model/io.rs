@@ -173,15 +173,7 @@ impl Gpt2 {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         crate::fsutil::remove_stale_temps(dir, |t| t == "config.json" || t == "model.safetensors");
         let cfg_path = dir.join("config.json");
-        let mut json = self.config.to_hf_json();
-        if dtype != SaveDtype::F32 {
-            // tell transformers which dtype the weights are stored in
-            let mut v: serde_json::Value = serde_json::from_str(&json).expect("json");
-            let name = if dtype == SaveDtype::F16 { "float16" } else { "bfloat16" };
-            v["torch_dtype"] = name.into();
-            v["dtype"] = name.into();
-            json = serde_json::to_string_pretty(&v).expect("json");
-        }
+        let json = hf_config_json(&self.config, dtype);
         write_atomic(&cfg_path, |w| w.write_all(json.as_bytes()))?;
         self.save_safetensors(dir.join("model.safetensors"), dtype)
     }
@@ -576,4 +568,18 @@ pub(super) fn convert_into(dst: &mut [f32], bytes: &[u8], dtype: Dtype, name: &s
         _ => unreachable!(),
     }
     Ok(())
+}
+
+/// `config.json` as transformers writes it, telling it which dtype the weights are stored in
+/// (`torch_dtype` / `dtype`) when that is not f32. Shared by the single-file and sharded savers.
+pub(crate) fn hf_config_json(config: &Config, dtype: SaveDtype) -> String {
+    let json = config.to_hf_json();
+    if dtype == SaveDtype::F32 {
+        return json;
+    }
+    let mut v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let name = if dtype == SaveDtype::F16 { "float16" } else { "bfloat16" };
+    v["torch_dtype"] = name.into();
+    v["dtype"] = name.into();
+    serde_json::to_string_pretty(&v).expect("json")
 }

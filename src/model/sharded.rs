@@ -272,14 +272,7 @@ impl Gpt2 {
             return Ok(());
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let mut json = self.config.to_hf_json();
-        if dtype != SaveDtype::F32 {
-            let mut v: serde_json::Value = serde_json::from_str(&json).expect("json");
-            let name = if dtype == SaveDtype::F16 { "float16" } else { "bfloat16" };
-            v["torch_dtype"] = name.into();
-            v["dtype"] = name.into();
-            json = serde_json::to_string_pretty(&v).expect("json");
-        }
+        let json = super::io::hf_config_json(&self.config, dtype);
         write_atomic(&dir.join("config.json"), |w| w.write_all(json.as_bytes()))?;
         let n = groups.len();
         let mut weight_map = serde_json::Map::new();
